@@ -1,0 +1,3 @@
+from timer_controller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Wiring: the one place that builds the engine, the client and the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+
+from sqlalchemy import Engine
+
+from timer_controller.clock import DbClock
+from timer_controller.database import current_revision_is_head, prepare
+from timer_controller.dispatch import Dispatcher
+from timer_controller.guard import TargetPolicy, parse_allowed_hosts
+from timer_controller.metrics import HealthServer, Metrics
+from timer_controller.repository import TaskRepository
+from timer_controller.service import Controller, LoopConfig
+from timer_controller.settings import Settings
+from timer_controller.transport import make_http_client
+from timer_controller.upkeep import Upkeep
+from timer_controller.webhook import USER_AGENT
+
+log = logging.getLogger(__name__)
+
+
+def owner_id(pod_name: str) -> str:
+    """Unique per process: a restarted pod with the same name must not
+    mistake its predecessor's claims for its own."""
+    return f"{pod_name[:200]}/{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def loop_config(settings: Settings, owner: str) -> LoopConfig:
+    return LoopConfig(
+        owner=owner,
+        batch_size=settings.batch_size,
+        max_in_flight=settings.max_in_flight,
+        poll_interval_s=settings.poll_interval,
+        lookahead_s=settings.lookahead_s,
+        lease_s=settings.lease_time,
+        shutdown_grace_s=settings.shutdown_grace,
+        max_attempts=settings.max_attempts,
+        backoff_base_s=settings.retry_backoff_base,
+        backoff_max_s=settings.retry_backoff_max,
+        retry_number=settings.retry_number,
+        reconnect_wait_s=settings.reconnect_wait_time,
+        flush_interval_s=settings.flush_interval,
+    )
+
+
+def run_controller(settings: Settings) -> int:
+    """Start-up (connect, create, migrate), then the loop; the process exit code."""
+    engine = prepare(settings)
+    try:
+        return asyncio.run(serve(settings, engine))
+    finally:
+        engine.dispose()
+
+
+async def serve(settings: Settings, engine: Engine) -> int:
+    repo = TaskRepository(engine)
+    metrics = Metrics()
+    clock = DbClock()
+    policy = TargetPolicy(
+        block_private_networks=settings.block_private_networks,
+        allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
+    )
+    client = make_http_client(
+        timeout_s=settings.webhook_timeout,
+        max_connections=settings.max_in_flight,
+        follow_redirects=settings.follow_redirects,
+        policy=policy,
+        user_agent=USER_AGENT,
+    )
+    dispatcher = Dispatcher(
+        client,
+        timeout_s=settings.webhook_timeout,
+        policy=policy,
+        keys=settings.signing_keys,
+        max_body_bytes=settings.max_request_body,
+        db_clock=clock.now,
+    )
+    owner = owner_id(settings.pod_name)
+    controller = Controller(
+        repo, dispatcher, loop_config(settings, owner), metrics=metrics, clock=clock
+    )
+    upkeep = Upkeep(
+        repo,
+        metrics,
+        retention_s=settings.retention,
+        cleanup_batch=settings.cleanup_batch,
+        sample_backlog=settings.metrics_port is not None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    health = _start_health(settings, metrics, controller, repo, engine)
+    log.info(
+        "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",
+        owner,
+        settings.batch_size,
+        settings.max_in_flight,
+        settings.poll_interval,
+        settings.lookahead_s,
+        extra={"event": "started", "owner": owner},
+    )
+    chores = asyncio.create_task(upkeep.run(stop))
+    try:
+        code = await controller.run(stop)
+    finally:
+        stop.set()
+        await chores
+        await client.aclose()
+        if health is not None:
+            health.stop()
+    log.info("controller %s stopped (exit %d)", owner, code, extra={"event": "stopped"})
+    return code
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping", signal.Signals(signum).name, extra={"event": "stopping"})
+    stop.set()
+
+
+def _start_health(
+    settings: Settings,
+    metrics: Metrics,
+    controller: Controller,
+    repo: TaskRepository,
+    engine: Engine,
+) -> HealthServer | None:
+    if settings.metrics_port is None:
+        return None
+    stale_after_s = 3 * settings.poll_interval
+
+    def alive() -> bool:
+        return time.monotonic() - controller.last_tick <= stale_after_s
+
+    def ready() -> bool:
+        repo.ping()
+        return current_revision_is_head(engine)
+
+    health = HealthServer(metrics, port=settings.metrics_port, alive=alive, ready=ready)
+    health.start()
+    return health

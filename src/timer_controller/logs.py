@@ -1,0 +1,61 @@
+"""Logging to stdout, one line per event: readable text, or JSON objects.
+
+Call sites pass structured fields with ``extra={"event": ..., "task_id": ...}``;
+the JSON format emits them as keys. Secrets and request bodies are never
+passed, so they are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# Attributes every LogRecord has; anything else came in through ``extra``.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "pod"}
+
+
+class _PodFilter(logging.Filter):
+    def __init__(self, pod: str) -> None:
+        super().__init__()
+        self._pod = pod
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.pod = self._pod
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", record.name),
+            "message": record.getMessage(),
+            "pod": getattr(record, "pod", None),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(*, level: str, fmt: str, pod: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_PodFilter(pod))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(pod)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Library chatter (connection pools, migrations) stays out of the event log.
+    for noisy in ("sqlalchemy", "httpx", "httpcore", "aiohttp"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

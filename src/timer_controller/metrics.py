@@ -1,0 +1,155 @@
+"""Prometheus metrics, and the small HTTP server for /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+_LATENESS_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
+_DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The controller's metrics, in a registry of their own (tests build several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.claimed = Counter("timer_tasks_claimed", "Tasks claimed", registry=r)
+        self.fired = Counter("timer_tasks_fired", "Delivery attempts made", ["outcome"], registry=r)
+        self.done = Counter("timer_tasks_done", "Tasks done (2xx)", registry=r)
+        self.failed = Counter(
+            "timer_tasks_failed", "Tasks failed for good", ["outcome"], registry=r
+        )
+        self.retried = Counter(
+            "timer_tasks_retried", "Attempts scheduled again", ["outcome"], registry=r
+        )
+        self.released = Counter("timer_tasks_released", "Claims handed back unfired", registry=r)
+        self.lateness = Histogram(
+            "timer_lateness_seconds",
+            "Fire time minus due_at",
+            buckets=_LATENESS_BUCKETS_S,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "timer_request_duration_seconds",
+            "Webhook request duration",
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.in_flight = Gauge("timer_requests_in_flight", "Requests being sent now", registry=r)
+        self.held = Gauge("timer_tasks_held", "Claimed tasks not yet recorded", registry=r)
+        self.backlog = Gauge(
+            "timer_backlog_tasks", "Due tasks not yet claimed (sampled)", registry=r
+        )
+        self.db_reconnects = Counter(
+            "timer_db_reconnects",
+            "Database operations retried after a connection error",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz from a daemon thread.
+
+    ``alive`` and ``ready`` are called per request; ``ready`` may touch the
+    database, which is fine on its own thread.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        port: int,
+        alive: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str = "0.0.0.0",
+    ) -> None:
+        handler = _make_handler(metrics, alive, ready)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics and health on port %d", self.port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _make_handler(
+    metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = alive()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif path == "/readyz":
+                ok = _safely(ready)
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would drown the event log
+
+    return Handler
+
+
+def _safely(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception as exc:  # a readiness probe answers, it does not crash
+        log.warning("readiness check failed: %s", exc)
+        return False

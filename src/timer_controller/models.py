@@ -1,0 +1,81 @@
+"""The ORM mapping of the public ``tasks`` table.
+
+Alembic owns the schema (``migrations/``); a test proves this model and the
+migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from timer_controller.domain import Status
+
+URL_MAX_CHARS = 2048
+ERROR_MAX_CHARS = 500
+OWNER_MAX_CHARS = 255
+
+# DATETIME(6): microsecond precision, stored as naive UTC.
+UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+# UTC_TIMESTAMP, not CURRENT_TIMESTAMP: the writer's session time zone must not matter.
+UTC_NOW_DEFAULT = text("(utc_timestamp(6))")
+
+STATUS_VALUES = ", ".join(f"'{s.value}'" for s in Status)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # The claim (status='waiting', ordered by due_at) and the lease sweep
+        # (status='claimed') both read a prefix of this index, so neither ever
+        # walks finished rows.
+        Index("ix_tasks_status_due_at", "status", "due_at"),
+        # Retention finds old finished rows without a scan.
+        Index("ix_tasks_status_finished_at", "status", "finished_at"),
+        CheckConstraint(f"status IN ({STATUS_VALUES})", name="ck_tasks_status"),
+        {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(URL_MAX_CHARS), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=Status.WAITING.value
+    )
+    # Per-task request; NULL means the default (POST, no extra headers, JSON body).
+    # headers and method are free text on purpose: a bad value must reach the
+    # controller and fail that one task with a clear reason, not break the INSERT.
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    headers: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body: Mapped[str | None] = mapped_column(
+        Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True
+    )
+    max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Delivery bookkeeping.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    owner: Mapped[str | None] = mapped_column(String(OWNER_MAX_CHARS), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(ERROR_MAX_CHARS), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, nullable=False, server_default=UTC_NOW_DEFAULT
+    )
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -1,0 +1,205 @@
+"""The one settings object, read from the environment.
+
+The controller, the operator CLI and ``migrations/env.py`` all read it.
+Any secret can also come from a file named by ``<NAME>_FILE``, as container
+orchestrators pass secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from timer_controller.durations import parse_duration_s
+from timer_controller.signing import decode_secret
+
+FILE_SUFFIX = "_FILE"
+# Fields whose values are never echoed back in an error message.
+SECRET_FIELDS = frozenset({"db_password", "webhook_secret"})
+
+DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """``DB_PASSWORD_FILE=/run/secrets/db`` supplies ``DB_PASSWORD``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        var = field_name.upper() + FILE_SUFFIX
+        path = self._environ.get(var)
+        if path is None:
+            return None, field_name, False
+        try:
+            # Secret files conventionally end with a newline that is not part of the value.
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
+        except OSError as exc:
+            raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Database.
+    db_host: str = Field(min_length=1)
+    db_port: int = Field(default=3306, ge=1, le=65535)
+    db_user: str = Field(min_length=1)
+    db_password: SecretStr
+    db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    retry_number: int = Field(default=10, ge=1)
+    reconnect_wait_time: float = Field(default=1.0, ge=0)
+
+    # The loop.
+    batch_size: int = Field(default=10, ge=1, le=10_000)
+    poll_interval: float = Field(default=0.5, gt=0)
+    lookahead: float | None = Field(default=None, ge=0)
+    max_in_flight: int = Field(default=100, ge=1, le=100_000)
+    lease_time: float = Field(default=60.0, gt=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    flush_interval: float = Field(default=0.02, gt=0)
+    pod_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=200,
+        validation_alias=AliasChoices("pod_name", "hostname"),
+    )
+
+    # Delivery.
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    retry_backoff_base: float = Field(default=1.0, gt=0)
+    retry_backoff_max: float = Field(default=3600.0, gt=0)
+    webhook_secret: SecretStr | None = None
+    follow_redirects: bool = False
+    block_private_networks: bool = False
+    allowed_hosts: str = ""
+    max_request_body: int = Field(default=1024 * 1024, ge=0)
+
+    # Operations.
+    retention: DurationS = 7 * 86400.0
+    cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", "lookahead", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secrets_decode(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for secret in value.get_secret_value().split():
+                decode_secret(secret)
+        return value
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        if self.lease_time <= self.webhook_timeout:
+            raise ValueError(
+                f"LEASE_TIME ({self.lease_time:g}s) must be greater than "
+                f"WEBHOOK_TIMEOUT ({self.webhook_timeout:g}s), or a slow request "
+                "would outlive its claim and fire twice"
+            )
+        if self.retry_backoff_max < self.retry_backoff_base:
+            raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
+        return self
+
+    @property
+    def lookahead_s(self) -> float:
+        return self.poll_interval if self.lookahead is None else self.lookahead
+
+    @property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        if self.webhook_secret is None:
+            return ()
+        return tuple(decode_secret(s) for s in self.webhook_secret.get_secret_value().split())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            EnvSettingsSource(settings_cls, case_sensitive=False),
+            _FileSecretsSource(settings_cls, dict(os.environ)),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise ConfigError with one clear sentence."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for the first problem, naming the variable, never a secret."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    field = loc[0]
+    var = field.upper()
+    if error["type"] == "missing":
+        return f"{var} is required but not set (set {var} or {var}{FILE_SUFFIX})"
+    if field in SECRET_FIELDS:
+        return f"{var} is invalid: {message}"
+    return f"{var}={error.get('input')!s} is invalid: {message}"

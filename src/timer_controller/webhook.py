@@ -1,0 +1,116 @@
+"""Turning a claimed task row into the HTTP request to send (pure).
+
+A row is written by other systems, so every field is checked here and a
+bad one becomes a specific reason instead of an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from timer_controller import __version__
+from timer_controller.domain import ClaimedTask
+from timer_controller.guard import TargetPolicy, check_url
+from timer_controller.signing import sign
+
+USER_AGENT = f"timer-controller/{__version__}"
+METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+ALLOWED_METHODS = METHODS_WITH_BODY | {"GET", "DELETE"}
+# Headers the controller owns; a row may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "user-agent",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
+_BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+
+
+class InvalidTask(ValueError):
+    """The row cannot be turned into a request; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def default_body(task: ClaimedTask) -> bytes:
+    due = task.due_at.isoformat(timespec="microseconds") + "Z"
+    return json.dumps({"id": task.id, "due_at": due}, separators=(",", ":")).encode()
+
+
+def parse_headers(raw: str | None) -> dict[str, str]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidTask(f"headers is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(parsed, dict):
+        raise InvalidTask("headers must be a JSON object of string to string")
+    headers: dict[str, str] = {}
+    for name, value in parsed.items():
+        if not isinstance(value, str):
+            raise InvalidTask(f"header {name!r} must have a string value")
+        if not _TOKEN.match(name):
+            raise InvalidTask(f"header name {name!r} is not a valid HTTP header name")
+        if _BAD_VALUE_CHARS.search(value):
+            raise InvalidTask(f"header {name!r} has a line break or NUL in its value")
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidTask(f"header {name!r} is set by the controller and cannot be overridden")
+        headers[name] = value
+    return headers
+
+
+def build_request(
+    task: ClaimedTask,
+    *,
+    policy: TargetPolicy,
+    keys: tuple[bytes, ...],
+    timestamp: int,
+    max_body_bytes: int,
+) -> WebhookRequest:
+    """The request for ``task``; raises InvalidTask with a specific reason."""
+    reason = check_url(task.url, policy)
+    if reason is not None:
+        raise InvalidTask(reason)
+    method = (task.method or "POST").strip().upper()
+    if method not in ALLOWED_METHODS:
+        raise InvalidTask(
+            f"method {task.method!r} is not allowed (use {', '.join(sorted(ALLOWED_METHODS))})"
+        )
+    headers = parse_headers(task.headers)
+    if task.body is not None:
+        if method not in METHODS_WITH_BODY:
+            raise InvalidTask(f"a {method} request cannot carry a body")
+        body = task.body.encode()
+        if len(body) > max_body_bytes:
+            raise InvalidTask(
+                f"body is {len(body)} bytes, more than MAX_REQUEST_BODY ({max_body_bytes})"
+            )
+    elif method in METHODS_WITH_BODY:
+        body = default_body(task)
+    else:
+        body = b""
+    msg_id = str(task.id)
+    headers.update(
+        {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "user-agent": USER_AGENT}
+    )
+    if body and not any(name.lower() == "content-type" for name in headers):
+        headers["content-type"] = "application/json"
+    if keys:
+        headers["webhook-signature"] = sign(keys, msg_id=msg_id, timestamp=timestamp, body=body)
+    return WebhookRequest(method=method, url=task.url, headers=headers, body=body)
