@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Select,
+    Update,
     case,
     delete,
     func,
@@ -100,6 +102,55 @@ class Stats:
     db_now: datetime
 
 
+def claim_statement(*, limit: int, lookahead_s: float) -> Select[Unpack[tuple[Any, ...]]]:
+    """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
+
+    It reads the ``(status, due_at)`` index in order and stops after
+    ``limit`` rows, so finished rows are never walked.
+    """
+    now = _utc_now()
+    return (
+        select(
+            Task.id,
+            Task.url,
+            Task.due_at,
+            Task.attempts,
+            Task.max_attempts,
+            Task.method,
+            Task.headers,
+            Task.body,
+            now.label("db_now"),
+        )
+        .where(Task.status == Status.WAITING.value, Task.due_at <= _plus_s(now, lookahead_s))
+        .order_by(Task.due_at, Task.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def sweep_statement(*, default_max_attempts: int, limit: int) -> Update:
+    """Expired leases back to ``waiting``; reads the claimed prefix of the index."""
+    now = _utc_now()
+    hopeless = Task.attempts >= (
+        func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING
+    )
+    return (
+        update(Task)
+        .where(Task.status == Status.CLAIMED.value, Task.lease_expires_at < now)
+        .values(
+            status=case((hopeless, Status.FAILED.value), else_=Status.WAITING.value),
+            finished_at=case((hopeless, now), else_=None),
+            last_error=case(
+                (hopeless, "lease expired too often: the task may be crashing its pods"),
+                else_="lease expired: the pod holding it stopped; retrying",
+            ),
+            owner=None,
+            lease_expires_at=None,
+        )
+        .with_dialect_options(mysql_limit=limit)
+    )
+
+
 class TaskRepository:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -118,25 +169,7 @@ class TaskRepository:
         """
         now = _utc_now()
         with self._sessions() as session, session.begin():
-            rows = session.execute(
-                select(
-                    Task.id,
-                    Task.url,
-                    Task.due_at,
-                    Task.attempts,
-                    Task.max_attempts,
-                    Task.method,
-                    Task.headers,
-                    Task.body,
-                    now.label("db_now"),
-                )
-                .where(
-                    Task.status == Status.WAITING.value, Task.due_at <= _plus_s(now, lookahead_s)
-                )
-                .order_by(Task.due_at, Task.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = session.execute(claim_statement(limit=limit, lookahead_s=lookahead_s)).all()
             if not rows:
                 return ClaimResult(tasks=[], db_now=None)
             session.execute(
@@ -229,25 +262,9 @@ class TaskRepository:
 
     def sweep_expired_leases(self, *, default_max_attempts: int, limit: int = 1000) -> int:
         """Return tasks whose pod vanished to ``waiting`` (reads claimed rows only)."""
-        now = _utc_now()
-        hopeless = Task.attempts >= (
-            func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING
-        )
         with self._sessions() as session, session.begin():
             result = session.execute(
-                update(Task)
-                .where(Task.status == Status.CLAIMED.value, Task.lease_expires_at < now)
-                .values(
-                    status=case((hopeless, Status.FAILED.value), else_=Status.WAITING.value),
-                    finished_at=case((hopeless, now), else_=None),
-                    last_error=case(
-                        (hopeless, "lease expired too often: the task may be crashing its pods"),
-                        else_="lease expired: the pod holding it stopped; retrying",
-                    ),
-                    owner=None,
-                    lease_expires_at=None,
-                )
-                .with_dialect_options(mysql_limit=limit),
+                sweep_statement(default_max_attempts=default_max_attempts, limit=limit),
                 execution_options=_NO_SYNC,
             )
         return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,256 @@
+"""The shared HTTP client: httpx's interface over aiohttp's connection pool.
+
+Why aiohttp underneath: against a local receiver the httpx default transport
+(httpcore) manages a few hundred requests/s and gets slower as concurrency
+grows; the same httpx client over aiohttp is several times faster, see
+docs/http-transport.md and bench/http_transports.py.
+
+Why not the stock ``httpx_aiohttp.AiohttpTransport``: its exception map turns
+a refused connection, a DNS failure and a server that hangs up into
+``httpx.ConnectTimeout``, and it has no hook for the target policy. This
+transport is the same idea in ~150 lines with both fixed, and callers still
+code against ``httpx.AsyncClient`` only.
+
+Target policy (see guard.py): host names are checked by a resolver that sees
+every address aiohttp is about to connect to, so a name that re-resolves to a
+private address (DNS rebinding) is caught on each new connection; aiohttp
+never resolves literal IPs, so this transport checks those itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import aiohttp
+import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from timer_controller.guard import (
+    BlockedDestinationError,
+    TargetPolicy,
+    check_address,
+    literal_ip,
+)
+
+# Below the 5 s idle timeout of uvicorn and Node.js servers, so that the
+# client drops an idle connection before the server does; otherwise a POST
+# can go out on a socket the server is closing, and POSTs are not retried.
+KEEPALIVE_S = 4.0
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver and drops refused addresses."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        listed = self._policy.lists_name(host)
+        kept: list[ResolveResult] = []
+        refusals: list[str] = []
+        for result in results:
+            ip = ipaddress.ip_address(result["host"])
+            reason = check_address(ip, self._policy, host_listed=listed)
+            if reason is None:
+                kept.append(result)
+            else:
+                refusals.append(f"{ip} ({reason})")
+        if not kept:
+            raise BlockedDestinationError(
+                f"blocked destination: {host} resolves to {', '.join(refusals)}"
+            )
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request through an aiohttp session.
+
+    ``sessions`` > 1 spreads requests round-robin over that many independent
+    pools (kept for the benchmark; one session measured best). Sessions are
+    created on first use, inside the event loop that will run them.
+    """
+
+    def __init__(self, *, policy: TargetPolicy, max_connections: int, sessions: int = 1) -> None:
+        if sessions < 1 or max_connections < sessions:
+            raise ValueError("need 1 <= sessions <= max_connections")
+        self._policy = policy
+        self._limit = -(-max_connections // sessions)
+        self._count = sessions
+        self._sessions: list[aiohttp.ClientSession] = []
+        self._next = 0
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # encoded=True: send exactly the bytes httpx built, with no requoting.
+        url = URL(str(request.url), encoded=True)
+        self._check_literal(url.raw_host or "")
+        data: bytes | AsyncIterator[bytes] | None
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:
+            data = _aiter(request.stream)
+        with _mapped_errors(url):
+            response = await self._session().request(
+                request.method,
+                url,
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,
+                timeout=self._timeout(request),
+                server_hostname=_sni(request),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseStream(response, url),
+            request=request,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
+            },
+        )
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            await session.close()
+
+    def _check_literal(self, host: str) -> None:
+        ip = literal_ip(host)
+        if ip is None:
+            return
+        reason = check_address(ip, self._policy, host_listed=False)
+        if reason is not None:
+            raise BlockedDestinationError(f"blocked destination: {ip} ({reason})")
+
+    def _session(self) -> aiohttp.ClientSession:
+        if not self._sessions:
+            tls = httpx.create_ssl_context()
+            self._sessions = [self._new_session(tls) for _ in range(self._count)]
+        self._next = (self._next + 1) % self._count
+        return self._sessions[self._next]
+
+    def _new_session(self, tls: ssl.SSLContext) -> aiohttp.ClientSession:
+        restricted = self._policy.block_private_networks or bool(self._policy.allowed_hosts)
+        connector = aiohttp.TCPConnector(
+            limit=self._limit,
+            keepalive_timeout=KEEPALIVE_S,
+            ssl=tls,
+            resolver=GuardedResolver(self._policy) if restricted else None,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            # httpx decodes bodies and owns cookies; a shared jar here would
+            # carry one task's cookies into another task's request.
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # An environment proxy would make the resolver check the proxy,
+            # not the target.
+            trust_env=False,
+        )
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        spec = request.extensions.get("timeout", {})
+        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # aiohttp's "connect" covers waiting for a pooled connection too.
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=key[0], sock_read=key[1], connect=key[2]
+            )
+            self._timeouts[key] = timeout
+        return timeout
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, url: URL) -> None:
+        self._response = response
+        self._url = url
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped_errors(self._url):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # Returns the connection to the pool if the body was read, else closes it.
+        self._response.release()
+
+
+def make_http_client(
+    *,
+    timeout_s: float,
+    max_connections: int,
+    follow_redirects: bool,
+    policy: TargetPolicy,
+    user_agent: str,
+) -> httpx.AsyncClient:
+    """The one shared client; use it from a single event loop and ``aclose`` it."""
+    return httpx.AsyncClient(
+        transport=GuardedAiohttpTransport(policy=policy, max_connections=max_connections),
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=follow_redirects,
+        headers={"User-Agent": user_agent},
+        cookies=_no_cookies(),
+    )
+
+
+def _no_cookies() -> httpx.Cookies:
+    # Empty allowed_domains: no cookie is ever stored or sent.
+    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+
+def _sni(request: httpx.Request) -> str | None:
+    value = request.extensions.get("sni_hostname")
+    return value if isinstance(value, str) else None
+
+
+async def _aiter(
+    stream: httpx.AsyncByteStream | httpx.SyncByteStream,
+) -> AsyncIterator[bytes]:
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("an async client needs an async request body")
+    async for chunk in stream:
+        yield chunk
+
+
+@contextlib.contextmanager
+def _mapped_errors(url: URL) -> Iterator[None]:
+    """aiohttp errors as the httpx exceptions the httpcore transport raises for the same cause."""
+    try:
+        yield
+    except httpx.HTTPError:
+        raise
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise httpx.ConnectError(f"DNS lookup failed for {url.host}: {exc.os_error}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(
+            f"cannot connect to {exc.host}:{exc.port}: {exc.os_error}"
+        ) from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(f"timed out connecting to {url.host}") from exc
+    except aiohttp.SocketTimeoutError as exc:
+        raise httpx.ReadTimeout(f"timed out reading from {url.host}") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx.RemoteProtocolError("server disconnected without sending a response") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx.RemoteProtocolError(f"bad response from {url.host}: {exc}") from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(f"invalid URL: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.NetworkError(f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise httpx.TimeoutException(f"timed out talking to {url.host}") from exc

@@ -1,0 +1,48 @@
+"""Shared fixtures: the database server, a fresh database per test, a receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy.engine import URL
+
+from tests.support.databases import TestDatabase, database_server, fresh_database
+from tests.support.processes import Controller, Receiver
+
+
+@pytest.fixture(scope="session")
+def db_server() -> Iterator[URL]:
+    with database_server() as url:
+        yield url
+
+
+@pytest.fixture
+def db(db_server: URL) -> Iterator[TestDatabase]:
+    """A fresh database, migrated with the real Alembic scripts."""
+    with fresh_database(db_server) as database:
+        yield database
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def controllers() -> Iterator[Callable[..., Controller]]:
+    """A factory of controller processes; every one is stopped after the test."""
+    started: list[Controller] = []
+
+    def start(env: dict[str, str], *args: str) -> Controller:
+        proc = Controller(env, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
