@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from timer_controller.durations import parse_duration_s
+from timer_controller.guard import parse_allowed_hosts
 from timer_controller.signing import decode_secret
 
 FILE_SUFFIX = "_FILE"
@@ -141,6 +142,12 @@ class Settings(BaseSettings):
         if value is not None:
             for secret in value.get_secret_value().split():
                 decode_secret(secret)
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts_parse(cls, value: str) -> str:
+        parse_allowed_hosts(value)
         return value
 
     @model_validator(mode="after")

@@ -69,6 +69,8 @@ def parse_headers(raw: str | None) -> dict[str, str]:
             raise InvalidTask(f"header name {name!r} is not a valid HTTP header name")
         if _BAD_VALUE_CHARS.search(value):
             raise InvalidTask(f"header {name!r} has a line break or NUL in its value")
+        if not value.isascii():
+            raise InvalidTask(f"header {name!r} must be ASCII (encode other text first)")
         if name.lower() in RESERVED_HEADERS:
             raise InvalidTask(f"header {name!r} is set by the controller and cannot be overridden")
         headers[name] = value

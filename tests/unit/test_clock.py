@@ -1,0 +1,72 @@
+"""The database clock estimated locally: an observed offset shifts now()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from timer_controller import clock
+from timer_controller.clock import DbClock, utc_now
+
+LOCAL = datetime(2025, 6, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def set_local(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
+    """Pin the pod's clock (clock.utc_now) to a chosen instant."""
+    current = [LOCAL]
+    monkeypatch.setattr(clock, "utc_now", lambda: current[0])
+
+    def set_to(moment: datetime) -> None:
+        current[0] = moment
+
+    return set_to
+
+
+def test_without_an_observation_now_is_the_local_clock(
+    set_local: Callable[[datetime], None],
+) -> None:
+    assert DbClock().now() == LOCAL
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        timedelta(seconds=90),
+        timedelta(seconds=-90),
+        timedelta(microseconds=1),
+        timedelta(hours=-5, microseconds=123456),
+        timedelta(0),
+    ],
+)
+def test_observed_offset_shifts_now(
+    set_local: Callable[[datetime], None], offset: timedelta
+) -> None:
+    db_clock = DbClock()
+    db_clock.observe(LOCAL + offset)
+
+    set_local(LOCAL + timedelta(seconds=7))
+
+    assert db_clock.now() == LOCAL + timedelta(seconds=7) + offset
+
+
+def test_the_latest_observation_wins(set_local: Callable[[datetime], None]) -> None:
+    db_clock = DbClock()
+    db_clock.observe(LOCAL + timedelta(seconds=30))
+    set_local(LOCAL + timedelta(seconds=1))
+    db_clock.observe(LOCAL + timedelta(seconds=1) - timedelta(seconds=2))
+
+    set_local(LOCAL + timedelta(seconds=10))
+
+    assert db_clock.now() == LOCAL + timedelta(seconds=8)
+
+
+def test_utc_now_is_naive_utc() -> None:
+    before = datetime.now(UTC).replace(tzinfo=None)
+    now = utc_now()
+    after = datetime.now(UTC).replace(tzinfo=None)
+
+    assert now.tzinfo is None
+    assert before <= now <= after
