@@ -15,15 +15,19 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
 from timer_controller import __version__
 from timer_controller.database import (
     DatabaseUnavailable,
+    describe_error,
     make_engine,
     prepare,
     server_url,
     wait_for_server,
 )
 from timer_controller.durations import parse_duration_s
+from timer_controller.guard import TargetPolicy, check_url
 from timer_controller.logs import configure
 from timer_controller.repository import TaskRepository, TaskView
 from timer_controller.settings import ConfigError, Settings, load_settings
@@ -32,6 +36,7 @@ from timer_controller.upkeep import CLEANUP_PAUSE_S
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
 
 
 def _duration(raw: str) -> float:
@@ -53,6 +58,23 @@ def _instant(raw: str) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of at least 1")
+    return value
+
+
+def _target(raw: str) -> str:
+    reason = check_url(raw, TargetPolicy())
+    if reason is not None:
+        raise argparse.ArgumentTypeError(reason)
+    return raw
+
+
 def _header(raw: str) -> tuple[str, str]:
     name, sep, value = raw.partition(":")
     if not sep or not name.strip():
@@ -72,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the controller until SIGTERM/SIGINT (the default)")
     sub.add_parser("migrate", help="create the database if needed, upgrade to head, exit")
     schedule = sub.add_parser("schedule", help="insert a timer and print its id")
-    schedule.add_argument("url", help="the URL to call")
+    schedule.add_argument("url", type=_target, help="the http(s) URL to call")
     when = schedule.add_mutually_exclusive_group(required=True)
     when.add_argument("--in", dest="delay", type=_duration, help="fire after this long: 30s, 5m")
     when.add_argument("--at", dest="at", type=_instant, help="fire at this ISO 8601 time")
@@ -81,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", type=_header, default=[], help="Name:value (repeatable)"
     )
     schedule.add_argument("--body", help="request body (default: JSON with id and due_at)")
-    schedule.add_argument("--max-attempts", type=int, help="overrides MAX_ATTEMPTS")
+    schedule.add_argument("--max-attempts", type=_positive_int, help="overrides MAX_ATTEMPTS")
     status = sub.add_parser("status", help="show a task's state")
     status.add_argument("id", type=int)
     cancel = sub.add_parser("cancel", help="cancel a waiting task so it never fires")
@@ -114,6 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ProgrammingError as exc:
+        if _code(exc) == NO_SUCH_TABLE:
+            print(
+                f"timer-controller: database {settings.db_name} has no tasks table; "
+                "run `timer-controller migrate` first",
+                file=sys.stderr,
+            )
+        else:
+            print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except DBAPIError as exc:
+        print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _code(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,7 +194,7 @@ def _schedule(repo: TaskRepository, args: argparse.Namespace) -> int:
 
 
 def describe(task: TaskView, now: datetime) -> str:
-    attempts = f"{task.attempts} attempt{'s' if task.attempts != 1 else ''}"
+    attempts = f"{task.attempts}" + (f" of {task.max_attempts}" if task.max_attempts else "")
     lines = [f"task {task.id}: {task.status}", f"  url: {task.method or 'POST'} {task.url}"]
     if task.status in ("waiting", "claimed"):
         left_s = (task.due_at - now).total_seconds()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -102,7 +102,7 @@ class Stats:
     db_now: datetime
 
 
-def claim_statement(*, limit: int, lookahead_s: float) -> Select[Unpack[tuple[Any, ...]]]:
+def claim_statement(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
     """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
 
     It reads the ``(status, due_at)`` index in order and stops after

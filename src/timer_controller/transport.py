@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-import ssl
 from collections.abc import AsyncIterator, Iterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.client import HTTPResponse
+from http.cookiejar import CookieJar
+from urllib.request import Request
 
 import aiohttp
 import httpx
@@ -76,37 +77,37 @@ class GuardedResolver(AbstractResolver):
 
 
 class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that sends each request through an aiohttp session.
+    """An httpx transport that sends each request through one aiohttp session.
 
-    ``sessions`` > 1 spreads requests round-robin over that many independent
-    pools (kept for the benchmark; one session measured best). Sessions are
-    created on first use, inside the event loop that will run them.
+    The session is created on first use, inside the event loop that runs it.
     """
 
-    def __init__(self, *, policy: TargetPolicy, max_connections: int, sessions: int = 1) -> None:
-        if sessions < 1 or max_connections < sessions:
-            raise ValueError("need 1 <= sessions <= max_connections")
+    def __init__(self, *, policy: TargetPolicy, max_connections: int) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self._policy = policy
-        self._limit = -(-max_connections // sessions)
-        self._count = sessions
-        self._sessions: list[aiohttp.ClientSession] = []
-        self._next = 0
+        self._max_connections = max_connections
+        self._client: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # encoded=True: send exactly the bytes httpx built, with no requoting.
         url = URL(str(request.url), encoded=True)
         self._check_literal(url.raw_host or "")
+        headers = request.headers.multi_items()
         data: bytes | AsyncIterator[bytes] | None
         try:
             data = request.content or None
         except httpx.RequestNotRead:
             data = _aiter(request.stream)
+            # aiohttp frames a streamed body itself and refuses a preset header.
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         with _mapped_errors(url):
             response = await self._session().request(
                 request.method,
                 url,
-                headers=request.headers.multi_items(),
+                headers=headers,
                 data=data,
                 allow_redirects=False,
                 timeout=self._timeout(request),
@@ -124,9 +125,11 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        if self._resolver is not None:
+            await self._resolver.close()
 
     def _check_literal(self, host: str) -> None:
         ip = literal_ip(host)
@@ -137,30 +140,26 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             raise BlockedDestinationError(f"blocked destination: {ip} ({reason})")
 
     def _session(self) -> aiohttp.ClientSession:
-        if not self._sessions:
-            tls = httpx.create_ssl_context()
-            self._sessions = [self._new_session(tls) for _ in range(self._count)]
-        self._next = (self._next + 1) % self._count
-        return self._sessions[self._next]
-
-    def _new_session(self, tls: ssl.SSLContext) -> aiohttp.ClientSession:
-        restricted = self._policy.block_private_networks or bool(self._policy.allowed_hosts)
+        if self._client is not None:
+            return self._client
+        if self._policy.block_private_networks or self._policy.allowed_hosts:
+            self._resolver = GuardedResolver(self._policy)
         connector = aiohttp.TCPConnector(
-            limit=self._limit,
+            limit=self._max_connections,
             keepalive_timeout=KEEPALIVE_S,
-            ssl=tls,
-            resolver=GuardedResolver(self._policy) if restricted else None,
+            ssl=httpx.create_ssl_context(),
+            resolver=self._resolver,
         )
-        return aiohttp.ClientSession(
+        self._client = aiohttp.ClientSession(
             connector=connector,
-            # httpx decodes bodies and owns cookies; a shared jar here would
-            # carry one task's cookies into another task's request.
+            # httpx decodes bodies and owns cookies (see _NoCookieJar).
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             # An environment proxy would make the resolver check the proxy,
             # not the target.
             trust_env=False,
         )
+        return self._client
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         spec = request.extensions.get("timeout", {})
@@ -204,13 +203,19 @@ def make_http_client(
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=follow_redirects,
         headers={"User-Agent": user_agent},
-        cookies=_no_cookies(),
+        cookies=_NoCookieJar(),
     )
 
 
-def _no_cookies() -> httpx.Cookies:
-    # Empty allowed_domains: no cookie is ever stored or sent.
-    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+class _NoCookieJar(CookieJar):
+    """Stores no cookie from a response, so none is ever sent with a later request.
+
+    One client serves every task: a shared jar would carry the cookies one
+    receiver set into the next task's request to the same site.
+    """
+
+    def extract_cookies(self, response: HTTPResponse, request: Request) -> None:
+        return
 
 
 def _sni(request: httpx.Request) -> str | None:

@@ -74,7 +74,7 @@ URL = "http://hooks.example.com/x"
         ),
         (
             ["schedule", URL, "--in", "5s", "--max-attempts", "many"],
-            "argument --max-attempts: invalid int value",
+            "argument --max-attempts: 'many' is not a whole number of at least 1",
         ),
         (["schedule", "--in", "5s"], "the following arguments are required: url"),
         (["status", "notanumber"], "argument id: invalid int value: 'notanumber'"),
@@ -182,7 +182,7 @@ def _view(**fields: Any) -> TaskView:
             "task 7: waiting\n"
             "  url: POST http://h/x\n"
             "  due: 2025-06-01T12:00:30.000000Z (in 30.0s)\n"
-            "  attempts: 0 attempts",
+            "  attempts: 0",
         ),
         (
             _view(
@@ -196,7 +196,7 @@ def _view(**fields: Any) -> TaskView:
             "  url: POST http://h/x\n"
             "  due: 2025-06-01T11:59:57.500000Z (2.5s ago (firing now))\n"
             "  last fired: 2025-06-01T11:59:50.000000Z\n"
-            "  attempts: 1 attempt\n"
+            "  attempts: 1\n"
             "  last HTTP status: 503\n"
             "  last error: HTTP 503",
         ),
@@ -205,7 +205,7 @@ def _view(**fields: Any) -> TaskView:
             "task 7: claimed\n"
             "  url: POST http://h/x\n"
             "  due: 2025-06-01T12:00:00.250000Z (in 0.2s)\n"
-            "  attempts: 0 attempts",
+            "  attempts: 0",
         ),
         (
             _view(
@@ -221,7 +221,7 @@ def _view(**fields: Any) -> TaskView:
             "  url: PUT http://h/x\n"
             "  due: 2025-06-01T11:55:00.000000Z\n"
             "  last fired: 2025-06-01T11:55:00.003000Z\n"
-            "  attempts: 1 attempt\n"
+            "  attempts: 1\n"
             "  last HTTP status: 200",
         ),
         (
@@ -236,7 +236,7 @@ def _view(**fields: Any) -> TaskView:
             "  url: POST http://h/x\n"
             "  due: 2025-06-01T11:00:00.000000Z\n"
             "  last fired: 2025-06-01T11:59:00.000000Z\n"
-            "  attempts: 3 attempts\n"
+            "  attempts: 3\n"
             "  last error: connection refused",
         ),
         (
@@ -244,7 +244,7 @@ def _view(**fields: Any) -> TaskView:
             "task 7: cancelled\n"
             "  url: POST http://h/x\n"
             "  due: 2025-06-01T12:00:30.000000Z\n"
-            "  attempts: 0 attempts",
+            "  attempts: 0",
         ),
     ],
     ids=["waiting-future", "waiting-retry-overdue", "claimed", "done", "failed", "cancelled"],

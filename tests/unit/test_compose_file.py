@@ -48,9 +48,7 @@ def test_controller_runs_run(services: dict[str, Any]) -> None:
 
 def test_receiver_runs_the_example_script(services: dict[str, Any]) -> None:
     receiver = services["receiver"]
-    assert "examples/receiver.py" in argv(receiver, "entrypoint") + argv(
-        receiver, "command"
-    )
+    assert "examples/receiver.py" in argv(receiver, "entrypoint") + argv(receiver, "command")
 
 
 def test_controller_waits_for_migrate_to_complete(services: dict[str, Any]) -> None:
@@ -96,9 +94,9 @@ def test_the_receiver_image_holds_the_script_compose_runs(
         if line.startswith("COPY ") and "--from=" not in line
         for source in line.split()[1:-1]
     ]
-    assert any(
-        source in (".", script) or script.startswith(source + "/") for source in sources
-    ), f"no COPY in stage {target!r} brings {script} into the image"
+    assert any(source in (".", script) or script.startswith(source + "/") for source in sources), (
+        f"no COPY in stage {target!r} brings {script} into the image"
+    )
 
 
 def find_hadolint() -> str | None:
