@@ -1,0 +1,182 @@
+"""What each ``timer-controller`` subcommand does, once settings are valid.
+
+Exit codes: 0 success, 1 the database could not be reached or the operation
+could not be done. Database errors end in one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+from timer_controller.database import (
+    DatabaseUnavailable,
+    describe_error,
+    make_engine,
+    prepare,
+    server_url,
+    wait_for_server,
+)
+from timer_controller.logs import configure
+from timer_controller.repository import TaskRepository, TaskView
+from timer_controller.settings import Settings
+from timer_controller.upkeep import CLEANUP_PAUSE_S
+
+EXIT_OK, EXIT_FAILED = 0, 1
+NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
+
+
+def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    configure(level=settings.log_level, fmt=settings.log_format, pod=settings.pod_name)
+    try:
+        if command == "run":
+            from timer_controller.bootstrap import run_controller
+
+            return run_controller(settings)
+        if command == "migrate":
+            prepare(settings).dispose()
+            print(f"database {settings.db_name} is at the latest schema")
+            return EXIT_OK
+        return _operate(settings, args)
+    except DatabaseUnavailable as exc:
+        print(f"timer-controller: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ProgrammingError as exc:
+        if _code(exc) == NO_SUCH_TABLE:
+            print(
+                f"timer-controller: database {settings.db_name} has no tasks table; "
+                "run `timer-controller migrate` first",
+                file=sys.stderr,
+            )
+        else:
+            print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except DBAPIError as exc:
+        print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _code(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _operate(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(server_url(settings, database=settings.db_name), pool_size=1)
+    try:
+        wait_for_server(
+            engine,
+            tries=settings.retry_number,
+            wait_s=settings.reconnect_wait_time,
+            where=f"{settings.db_host}:{settings.db_port}/{settings.db_name}",
+        )
+        repo = TaskRepository(engine)
+        handlers: dict[str, Callable[[], int]] = {
+            "schedule": lambda: _schedule(repo, args),
+            "status": lambda: _status(repo, args.id),
+            "cancel": lambda: _cancel(repo, args.id),
+            "stats": lambda: _stats(repo),
+            "purge": lambda: _purge(repo, settings, args.older_than),
+        }
+        return handlers[args.command]()
+    finally:
+        engine.dispose()
+
+
+def _schedule(repo: TaskRepository, args: argparse.Namespace) -> int:
+    headers = json.dumps(dict(args.header)) if args.header else None
+    task_id = repo.schedule(
+        url=args.url,
+        due_at=args.at,
+        delay_s=args.delay or 0.0,
+        method=args.method,
+        headers=headers,
+        body=args.body,
+        max_attempts=args.max_attempts,
+    )
+    print(task_id)
+    return EXIT_OK
+
+
+def describe(task: TaskView, now: datetime) -> str:
+    attempts = f"{task.attempts}" + (f" of {task.max_attempts}" if task.max_attempts else "")
+    lines = [f"task {task.id}: {task.status}", f"  url: {task.method or 'POST'} {task.url}"]
+    if task.status in ("waiting", "claimed"):
+        left_s = (task.due_at - now).total_seconds()
+        when = f"in {left_s:.1f}s" if left_s > 0 else f"{-left_s:.1f}s ago (firing now)"
+        lines.append(f"  due: {task.due_at:%Y-%m-%dT%H:%M:%S.%f}Z ({when})")
+    else:
+        lines.append(f"  due: {task.due_at:%Y-%m-%dT%H:%M:%S.%f}Z")
+    if task.fired_at is not None:
+        lines.append(f"  last fired: {task.fired_at:%Y-%m-%dT%H:%M:%S.%f}Z")
+    lines.append(f"  attempts: {attempts}")
+    if task.last_status_code is not None:
+        lines.append(f"  last HTTP status: {task.last_status_code}")
+    if task.last_error:
+        lines.append(f"  last error: {task.last_error}")
+    return "\n".join(lines)
+
+
+def _status(repo: TaskRepository, task_id: int) -> int:
+    task = repo.get(task_id)
+    if task is None:
+        print(f"timer-controller: no task with id {task_id}", file=sys.stderr)
+        return EXIT_FAILED
+    print(describe(task, repo.db_now()))
+    return EXIT_OK
+
+
+def _cancel(repo: TaskRepository, task_id: int) -> int:
+    if repo.cancel(task_id):
+        print(f"task {task_id} cancelled")
+        return EXIT_OK
+    task = repo.get(task_id)
+    if task is None:
+        print(f"timer-controller: no task with id {task_id}", file=sys.stderr)
+    elif task.status == "claimed":
+        print(
+            f"timer-controller: task {task_id} is firing now; too late to cancel", file=sys.stderr
+        )
+    else:
+        print(
+            f"timer-controller: task {task_id} is already {task.status}; nothing to cancel",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED
+
+
+def _stats(repo: TaskRepository) -> int:
+    stats = repo.stats()
+    for status in ("waiting", "claimed", "done", "failed", "cancelled"):
+        print(f"{status:>10}: {stats.by_status.get(status, 0)}")
+    if stats.oldest_due_waiting is None:
+        print("oldest waiting: none")
+    else:
+        late_s = (stats.db_now - stats.oldest_due_waiting).total_seconds()
+        state = f"{late_s:.1f}s overdue" if late_s > 0 else f"due in {-late_s:.1f}s"
+        print(f"oldest waiting: {stats.oldest_due_waiting:%Y-%m-%dT%H:%M:%S}Z ({state})")
+    rate = stats.finished_last_minute / 60
+    print(f"finished in the last minute: {stats.finished_last_minute} ({rate:.1f}/s)")
+    return EXIT_OK
+
+
+def _pause() -> bool:
+    time.sleep(CLEANUP_PAUSE_S)
+    return True
+
+
+def _purge(repo: TaskRepository, settings: Settings, older_than_s: float) -> int:
+    deleted = repo.purge_finished(
+        older_than_s=older_than_s, batch_size=settings.cleanup_batch, pause=_pause
+    )
+    if deleted is None:
+        print("timer-controller: another process is purging now; try again later", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"deleted {deleted} finished tasks older than {older_than_s:g}s")
+    return EXIT_OK
