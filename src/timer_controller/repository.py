@@ -7,6 +7,7 @@ costs about seven times as much. All "now"s are the database's clock.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from timer_controller.clock import utc_now
 from timer_controller.domain import FINISHED_STATUSES, ClaimedTask, Status
 from timer_controller.models import ERROR_MAX_CHARS, Task
 
@@ -61,7 +63,13 @@ def _per_row(values: Mapping[int, Any]) -> ColumnElement[Any]:
 class ClaimResult:
     tasks: list[ClaimedTask]
     #: The database's clock while the claim ran; None when nothing was claimed.
-    db_now: datetime | None
+    db_now: datetime | None = None
+    #: Local UTC just before the SELECT: the database read ``db_now`` after it.
+    local_before: datetime | None = None
+    #: ``time.monotonic()`` just after the SELECT: the database read ``db_now`` before it.
+    selected_at: float = 0.0
+    #: How long the SELECT took: the uncertainty of pairing ``db_now`` with ``local_before``.
+    select_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +177,11 @@ class TaskRepository:
         """
         now = _utc_now()
         with self._sessions() as session, session.begin():
+            local_before, started = utc_now(), time.monotonic()
             rows = session.execute(claim_statement(limit=limit, lookahead_s=lookahead_s)).all()
+            selected_at = time.monotonic()
             if not rows:
-                return ClaimResult(tasks=[], db_now=None)
+                return ClaimResult(tasks=[])
             session.execute(
                 update(Task)
                 .where(Task.id.in_([row.id for row in rows]))
@@ -198,7 +208,13 @@ class TaskRepository:
             )
             for row in rows
         ]
-        return ClaimResult(tasks=tasks, db_now=db_now)
+        return ClaimResult(
+            tasks=tasks,
+            db_now=db_now,
+            local_before=local_before,
+            selected_at=selected_at,
+            select_s=selected_at - started,
+        )
 
     def record_outcomes(self, *, owner: str, outcomes: Sequence[OutcomeRecord]) -> int:
         """Write a batch of outcomes: one UPDATE per kind, one transaction.

@@ -157,7 +157,7 @@ class Controller:
                 await _wait_any(stop, self._slot_freed, timeout_s=self._config.poll_interval_s)
                 continue
             try:
-                result, claimed_at = await asyncio.get_running_loop().run_in_executor(
+                result = await asyncio.get_running_loop().run_in_executor(
                     self._claimer, self._claim, limit
                 )
                 failures = 0
@@ -174,14 +174,14 @@ class Controller:
                     raise DatabaseLost(f"claims failed {failures} times in a row") from exc
                 await _wait_any(stop, timeout_s=self._config.reconnect_wait_s)
                 continue
-            self._start(result, claimed_at)
+            self._start(result)
             if len(result.tasks) < limit:
                 # Nothing more is due within the look-ahead window.
                 await _wait_any(stop, timeout_s=self._config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
-    def _claim(self, limit: int) -> tuple[ClaimResult, float]:
+    def _claim(self, limit: int) -> ClaimResult:
         """On the claimer thread: the lease sweep when due, then one claim."""
         now = time.monotonic()
         if now >= self._next_sweep:
@@ -201,12 +201,15 @@ class Controller:
             lease_s=self._config.lease_s,
             lookahead_s=self._config.lookahead_s,
         )
-        claimed_at = time.monotonic()
-        if result.db_now is not None:
-            self._clock.observe(result.db_now)
-        return result, claimed_at
+        if result.db_now is not None and result.local_before is not None:
+            self._clock.observe(
+                result.db_now,
+                local_before=result.local_before,
+                uncertainty_s=result.select_s,
+            )
+        return result
 
-    def _start(self, result: ClaimResult, claimed_at: float) -> None:
+    def _start(self, result: ClaimResult) -> None:
         if not result.tasks:
             return
         self._metrics.claimed.inc(len(result.tasks))
@@ -215,9 +218,9 @@ class Controller:
             "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
         )
         for task in result.tasks:
-            # delay_s was measured against the database clock before claimed_at,
-            # so firing at claimed_at + delay_s is never early by that clock.
-            fire_at = claimed_at + task.delay_s
+            # delay_s was measured against the database clock before the SELECT
+            # returned, so firing delay_s after that is never early by that clock.
+            fire_at = result.selected_at + task.delay_s
             self._unsent.add(task.id)
             self._held[task.id] = asyncio.create_task(self._deliver(task, fire_at))
         self._metrics.held.set(len(self._held))

@@ -45,22 +45,53 @@ def test_observed_offset_shifts_now(
     set_local: Callable[[datetime], None], offset: timedelta
 ) -> None:
     db_clock = DbClock()
-    db_clock.observe(LOCAL + offset)
+    db_clock.observe(LOCAL + offset, local_before=LOCAL, uncertainty_s=0.001)
 
     set_local(LOCAL + timedelta(seconds=7))
 
     assert db_clock.now() == LOCAL + timedelta(seconds=7) + offset
 
 
-def test_the_latest_observation_wins(set_local: Callable[[datetime], None]) -> None:
+def test_a_tighter_observation_replaces_a_looser_one(
+    set_local: Callable[[datetime], None],
+) -> None:
     db_clock = DbClock()
-    db_clock.observe(LOCAL + timedelta(seconds=30))
-    set_local(LOCAL + timedelta(seconds=1))
-    db_clock.observe(LOCAL + timedelta(seconds=1) - timedelta(seconds=2))
+    db_clock.observe(LOCAL + timedelta(seconds=30), local_before=LOCAL, uncertainty_s=0.5)
+    db_clock.observe(LOCAL - timedelta(seconds=2), local_before=LOCAL, uncertainty_s=0.001)
 
     set_local(LOCAL + timedelta(seconds=10))
 
     assert db_clock.now() == LOCAL + timedelta(seconds=8)
+
+
+def test_a_looser_observation_does_not_replace_a_fresh_tight_one(
+    set_local: Callable[[datetime], None],
+) -> None:
+    db_clock = DbClock()
+    db_clock.observe(LOCAL, local_before=LOCAL, uncertainty_s=0.001)
+    # A slow claim: the database read its clock late in a 0.8 s SELECT.
+    db_clock.observe(LOCAL + timedelta(seconds=0.8), local_before=LOCAL, uncertainty_s=0.8)
+
+    assert db_clock.now() == LOCAL
+
+
+def test_a_stale_tight_observation_gives_way(set_local: Callable[[datetime], None]) -> None:
+    ticks = [1000.0]
+    db_clock = DbClock(monotonic=lambda: ticks[0])
+    db_clock.observe(LOCAL, local_before=LOCAL, uncertainty_s=0.001)
+    ticks[0] += clock.KEEP_TIGHT_SAMPLE_S + 1
+    db_clock.observe(LOCAL + timedelta(seconds=3), local_before=LOCAL, uncertainty_s=0.01)
+
+    assert db_clock.now() == LOCAL + timedelta(seconds=3)
+
+
+def test_the_estimate_is_never_behind_the_database() -> None:
+    """Pairing db_now with the time *before* the query can only run ahead."""
+    db_clock = DbClock()
+    local_before = utc_now()
+    db_now = utc_now()  # the database reads its clock during the query
+    db_clock.observe(db_now, local_before=local_before, uncertainty_s=0.01)
+    assert db_clock.now() >= utc_now()
 
 
 def test_utc_now_is_naive_utc() -> None:
