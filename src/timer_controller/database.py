@@ -20,7 +20,8 @@ from timer_controller.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MIGRATION_LOCK = "timer_controller.migrate"
+# Server-wide, so scoped by the (hashed) database name; see repository.py.
+MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 MIGRATION_LOCK_WAIT_S = 120
 CONNECT_TIMEOUT_S = 5
 
@@ -135,8 +136,8 @@ def upgrade_to_head(engine: Engine) -> None:
     """``alembic upgrade head`` under a named lock, so concurrent pods migrate once."""
     with engine.connect() as conn:
         got = conn.execute(
-            text("SELECT GET_LOCK(:name, :wait)"),
-            {"name": MIGRATION_LOCK, "wait": MIGRATION_LOCK_WAIT_S},
+            text(f"SELECT GET_LOCK({MIGRATION_LOCK}, :wait)"),
+            {"wait": MIGRATION_LOCK_WAIT_S},
         ).scalar()
         if got != 1:
             raise DatabaseUnavailable(
@@ -149,7 +150,7 @@ def upgrade_to_head(engine: Engine) -> None:
             command.upgrade(config, "head")
             conn.commit()
         finally:
-            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK})
+            conn.execute(text(f"SELECT RELEASE_LOCK({MIGRATION_LOCK})"))
 
 
 def current_revision_is_head(engine: Engine) -> bool:

@@ -34,7 +34,9 @@ from timer_controller.clock import utc_now
 from timer_controller.domain import FINISHED_STATUSES, ClaimedTask, Status
 from timer_controller.models import ERROR_MAX_CHARS, Task
 
-RETENTION_LOCK = "timer_controller.retention"
+# Named locks are server-wide: the database's name (hashed, as lock names
+# are capped at 64 characters) keeps databases on one server apart.
+RETENTION_LOCK = "CONCAT('timer_controller.retention.', MD5(DATABASE()))"
 # A lease that expires means its pod vanished mid-delivery. Such tasks go back
 # to waiting; one that keeps losing its pods this many times beyond its
 # attempts is taken to be what kills them, and fails instead of looping.
@@ -303,7 +305,7 @@ class TaskRepository:
         finished = [s.value for s in FINISHED_STATUSES]
         deleted = 0
         with self._engine.connect() as conn:
-            if conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": RETENTION_LOCK}).scalar() != 1:
+            if conn.execute(text(f"SELECT GET_LOCK({RETENTION_LOCK}, 0)")).scalar() != 1:
                 return None
             conn.commit()
             try:
@@ -328,7 +330,7 @@ class TaskRepository:
                     if len(ids) < batch_size or not pause():
                         return deleted
             finally:
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": RETENTION_LOCK})
+                conn.execute(text(f"SELECT RELEASE_LOCK({RETENTION_LOCK})"))
                 conn.commit()
 
     def count_backlog(self) -> int:

@@ -46,6 +46,8 @@ class Upkeep:
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_purge = time.monotonic() + RETENTION_EVERY_S / 4  # not all pods at start-up
+        # A purge runs on the upkeep thread; this ends it between two batches.
+        relay = asyncio.create_task(self._relay_stop(stop))
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -58,7 +60,12 @@ class Upkeep:
                     await asyncio.wait_for(stop.wait(), BACKLOG_EVERY_S)
         finally:
             self._stopping.set()
+            relay.cancel()
             self._executor.shutdown(wait=False)
+
+    async def _relay_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
 
     def purge_once(self) -> int | None:
         deleted = self._repo.purge_finished(

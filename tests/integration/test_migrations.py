@@ -54,9 +54,7 @@ def test_claim_and_sweep_read_a_prefix_of_the_status_index(db: TestDatabase) -> 
                 "(SELECT 1 FROM information_schema.columns LIMIT 2000) AS many"
             )
         )
-        conn.execute(
-            text("INSERT INTO tasks (url, due_at) VALUES ('http://x', UTC_TIMESTAMP(6))")
-        )
+        conn.execute(text("INSERT INTO tasks (url, due_at) VALUES ('http://x', UTC_TIMESTAMP(6))"))
         conn.execute(text("ANALYZE TABLE tasks"))
     claim = _plan(db, claim_statement(limit=10, lookahead_s=0.5))
     sweep = _plan(db, sweep_statement(default_max_attempts=3, limit=1000))

@@ -17,7 +17,9 @@ def wait_until(
     last: T = condition()
     while not last:
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+            raise AssertionError(
+                f"timed out after {timeout_s}s waiting for {what} (last: {last!r})"
+            )
         time.sleep(interval_s)  # a poll interval, not synchronisation
         last = condition()
     return last
