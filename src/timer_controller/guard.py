@@ -56,7 +56,7 @@ _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 # A name whose last label is a number is an IPv4 address in legacy notation
 # (127.1, 2130706433, 0x7f.1); resolvers map it onto an address.
-_NUMERIC_LAST_LABEL = re.compile(r"(.*\.)?(0x[0-9a-f]*|[0-9]+)\.?")
+_NUMERIC_LAST_LABEL = re.compile(r"(.*\.)?(0x[0-9a-f]*|[0-9]+)\.?", re.IGNORECASE)
 _URL_PUNCTUATION = re.compile(r"[:/@?#\[\]\\%*\s]")
 
 
@@ -166,8 +166,17 @@ def literal_ip(host: str) -> IPAddress | None:
         return None
 
 
+def is_legacy_ipv4(host: str) -> bool:
+    """True for a host such as ``127.1``, ``2130706433`` or ``0x7f.1``.
+
+    The system resolver reads these as an IPv4 address, but they are not IP
+    literals, so they must be refused rather than treated as names.
+    """
+    return literal_ip(host) is None and _NUMERIC_LAST_LABEL.fullmatch(host) is not None
+
+
 def _check_name(host: str, policy: TargetPolicy) -> str | None:
-    if _NUMERIC_LAST_LABEL.fullmatch(host):
+    if is_legacy_ipv4(host):
         return f"malformed URL: non-canonical IPv4 address '{host}'"
     if not _HOST_NAME.fullmatch(host):
         return f"malformed URL: invalid host '{host}'"

@@ -8,8 +8,8 @@ docs/http-transport.md and bench/http_transports.py.
 Why not the stock ``httpx_aiohttp.AiohttpTransport``: its exception map turns
 a refused connection, a DNS failure and a server that hangs up into
 ``httpx.ConnectTimeout``, and it has no hook for the target policy. This
-transport is the same idea in ~150 lines with both fixed, and callers still
-code against ``httpx.AsyncClient`` only.
+transport is the same idea with both fixed, measured as fast, and callers
+still code against ``httpx.AsyncClient`` only.
 
 Target policy (see guard.py): host names are checked by a resolver that sees
 every address aiohttp is about to connect to, so a name that re-resolves to a
@@ -36,6 +36,7 @@ from timer_controller.guard import (
     BlockedDestinationError,
     TargetPolicy,
     check_address,
+    is_legacy_ipv4,
     literal_ip,
 )
 
@@ -134,6 +135,10 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
     def _check_literal(self, host: str) -> None:
         ip = literal_ip(host)
         if ip is None:
+            # Older aiohttp passes an all-digit host such as 2130706433 straight
+            # to connect(), past the resolver; newer aiohttp refuses it the same way.
+            if is_legacy_ipv4(host):
+                raise httpx.UnsupportedProtocol(f"invalid URL: non-canonical IPv4 address {host}")
             return
         reason = check_address(ip, self._policy, host_listed=False)
         if reason is not None:

@@ -14,6 +14,7 @@ from timer_controller.guard import (
     check_address,
     check_url,
     is_blocked_address,
+    is_legacy_ipv4,
     parse_allowed_hosts,
 )
 
@@ -73,6 +74,25 @@ def test_check_url_reports_what_httpx_rejects() -> None:
     reason = check_url("http://0177.0.0.1/", OPEN)
     assert reason is not None
     assert reason.startswith("malformed URL: ")
+
+
+@pytest.mark.parametrize(
+    ("host", "legacy"),
+    [
+        ("127.1", True),
+        ("2130706433", True),
+        ("0x7f.1", True),
+        ("0X7F000001", True),
+        ("example.123", True),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("example.com", False),
+        ("1password.com", False),
+        ("0x.example", False),
+    ],
+)
+def test_is_legacy_ipv4(host: str, legacy: bool) -> None:
+    assert is_legacy_ipv4(host) is legacy
 
 
 @pytest.mark.parametrize(
