@@ -19,7 +19,7 @@ from timer_controller.metrics import HealthServer, Metrics
 from timer_controller.repository import TaskRepository
 from timer_controller.service import Controller, LoopConfig
 from timer_controller.settings import Settings
-from timer_controller.transport import make_http_client
+from timer_controller.transport import GuardedAiohttpTransport, make_http_client
 from timer_controller.upkeep import Upkeep
 from timer_controller.webhook import USER_AGENT
 
@@ -67,15 +67,19 @@ async def serve(settings: Settings, engine: Engine) -> int:
         block_private_networks=settings.block_private_networks,
         allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
     )
+    transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
     client = make_http_client(
         timeout_s=settings.webhook_timeout,
         max_connections=settings.max_in_flight,
         follow_redirects=settings.follow_redirects,
         policy=policy,
         user_agent=USER_AGENT,
+        transport=transport,
     )
     dispatcher = Dispatcher(
         client,
+        transport=transport,
+        follow_redirects=settings.follow_redirects,
         timeout_s=settings.webhook_timeout,
         policy=policy,
         keys=settings.signing_keys,

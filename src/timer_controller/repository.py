@@ -54,11 +54,30 @@ def _plus_s(moment: ColumnElement[Any], seconds: float) -> ColumnElement[datetim
 
 
 def _per_row(values: Mapping[int, Any]) -> ColumnElement[Any]:
-    """One value per task id in a single UPDATE; a constant when all agree."""
+    """One value per task id in a single UPDATE; a constant when all agree.
+
+    Strings (error texts, which may quote a receiver) are bound parameters.
+    Numbers and times are rendered into the SQL: they are ours, cannot carry
+    quotes, and building a bound parameter per row cost more than the UPDATE
+    itself on the outcome writer's hot path.
+    """
     distinct = set(values.values())
     if len(distinct) == 1:
         return literal(next(iter(distinct)))
+    if all(v is None or type(v) in (int, datetime) for v in distinct):
+        whens = " ".join(
+            f"WHEN {task_id:d} THEN {_sql_literal(v)}" for task_id, v in values.items()
+        )
+        return literal_column(f"CASE {Task.__tablename__}.id {whens} END")
     return case(dict(values), value=Task.id)
+
+
+def _sql_literal(value: int | datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return f"'{value:%Y-%m-%d %H:%M:%S.%f}'"
+    return f"{value:d}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ never resolves literal IPs, so this transport checks those itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -133,16 +134,11 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             await self._resolver.close()
 
     def _check_literal(self, host: str) -> None:
-        ip = literal_ip(host)
-        if ip is None:
-            # Older aiohttp passes an all-digit host such as 2130706433 straight
-            # to connect(), past the resolver; newer aiohttp refuses it the same way.
-            if is_legacy_ipv4(host):
-                raise httpx.UnsupportedProtocol(f"invalid URL: non-canonical IPv4 address {host}")
+        verdict = _literal_verdict(host, self._policy)
+        if verdict is None:
             return
-        reason = check_address(ip, self._policy, host_listed=False)
-        if reason is not None:
-            raise BlockedDestinationError(f"blocked destination: {ip} ({reason})")
+        error, message = verdict
+        raise error(message)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._client is not None:
@@ -194,6 +190,27 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
+@functools.lru_cache(maxsize=4096)
+def _literal_verdict(
+    host: str, policy: TargetPolicy
+) -> tuple[type[httpx.TransportError], str] | None:
+    """Why a literal-IP host may not be connected to (None: it may, or it is a name).
+
+    Pure, and hosts repeat from task to task, so answers are remembered.
+    """
+    ip = literal_ip(host)
+    if ip is None:
+        # Older aiohttp passes an all-digit host such as 2130706433 straight
+        # to connect(), past the resolver; newer aiohttp refuses it the same way.
+        if is_legacy_ipv4(host):
+            return httpx.UnsupportedProtocol, f"invalid URL: non-canonical IPv4 address {host}"
+        return None
+    reason = check_address(ip, policy, host_listed=False)
+    if reason is not None:
+        return BlockedDestinationError, f"blocked destination: {ip} ({reason})"
+    return None
+
+
 def make_http_client(
     *,
     timeout_s: float,
@@ -201,10 +218,16 @@ def make_http_client(
     follow_redirects: bool,
     policy: TargetPolicy,
     user_agent: str,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The one shared client; use it from a single event loop and ``aclose`` it."""
+    """The one shared client; use it from a single event loop and ``aclose`` it.
+
+    Pass ``transport`` to share it with a caller that also uses it directly
+    (see dispatch.py); otherwise a GuardedAiohttpTransport is made here.
+    """
     return httpx.AsyncClient(
-        transport=GuardedAiohttpTransport(policy=policy, max_connections=max_connections),
+        transport=transport
+        or GuardedAiohttpTransport(policy=policy, max_connections=max_connections),
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=follow_redirects,
         headers={"User-Agent": user_agent},

@@ -234,6 +234,8 @@ def _fire(task: ClaimedTask, handler: Handler) -> tuple[Outcome, list[httpx.Requ
         async with httpx.AsyncClient(transport=transport) as client:
             dispatcher = Dispatcher(
                 client,
+                transport=transport,
+                follow_redirects=False,
                 timeout_s=5.0,
                 policy=TargetPolicy(),
                 keys=(),
