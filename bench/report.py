@@ -1,0 +1,177 @@
+"""Markdown for docs/benchmarks.md: tables, ratios and the targets' verdicts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from bench.claim_latency import BigTableResult
+from bench.metrics import TrialResult
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _find(
+    results: Sequence[TrialResult], scenario: str, mode: str, pods: int | None = None
+) -> TrialResult | None:
+    for r in results:
+        if r.scenario == scenario and r.mode == mode and (pods is None or r.pods == pods):
+            return r
+    return None
+
+
+def _header(spec: str) -> list[str]:
+    """Header and alignment rows; '_' stands for a space inside a column name."""
+    names = [n.replace("_", " ") for n in spec.split()]
+    align = ["---" if n in ("mode", "notes") else "---:" for n in names]
+    return ["| " + " | ".join(names) + " |", "|" + "|".join(align) + "|"]
+
+
+def _ratio(value: float, base: TrialResult | None) -> str:
+    if base is None or not math.isfinite(base.done_per_s) or base.done_per_s == 0:
+        return "–"
+    return f"{value / base.done_per_s:,.2f}×"
+
+
+def _notes(r: TrialResult) -> str:
+    notes = [r.note] if r.note else []
+    if r.done < r.tasks and not r.bounded:
+        notes.append(f"{r.tasks - r.done} not done")
+    if r.unseen_done or r.seen_not_done:
+        notes.append(
+            f"{r.unseen_done} done but not received, {r.seen_not_done} received but not done"
+        )
+    if any(code != 0 for code in r.exit_codes):
+        notes.append(f"exit codes {r.exit_codes}")
+    return "; ".join(notes)
+
+
+def throughput_table(
+    results: Sequence[TrialResult], all_results: Sequence[TrialResult]
+) -> list[str]:
+    seed = _find(all_results, "burst", "seed")
+    lines = _header(
+        "mode pods tasks done done/s fired/s ×_seed ×_raw dups CPU_s_/_1k peak_RSS_MiB"
+        " DB_CPU_s_/_1k receiver_CPU_% notes"
+    )
+    for r in results:
+        raw = _find(all_results, r.scenario, "raw", r.pods) or _find(all_results, "burst", "raw")
+        lines.append(
+            f"| {r.mode} | {r.pods} | {r.tasks:,} | {r.done:,} | {_num(r.done_per_s)} "
+            f"| {_num(r.fired_per_s)} | {_ratio(r.done_per_s, seed)} | {_ratio(r.done_per_s, raw)} "
+            f"| {r.duplicates} | {_num(r.cpu_s_per_1k, 2)} | {_num(r.peak_rss_mb)} "
+            f"| {_num(r.db_cpu_s_per_1k, 2)} | {_num(r.receiver_cpu_pct, 0)} | {_notes(r)} |"
+        )
+    return lines
+
+
+def steady_table(results: Sequence[TrialResult]) -> list[str]:
+    lines = _header(
+        "mode pods rate/s tasks done lateness_p50_ms p99_ms max_ms min_ms dups CPU_s_/_1k notes"
+    )
+    for r in results:
+        late = r.lateness_ms
+        lines.append(
+            f"| {r.mode} | {r.pods} | {_num(r.rate_per_s)} | {r.tasks:,} | {r.done:,} "
+            f"| {_num(late.get('p50'))} | {_num(late.get('p99'))} | {_num(late.get('max'))} "
+            f"| {_num(late.get('min'))} | {r.duplicates} | {_num(r.cpu_s_per_1k, 2)} "
+            f"| {_notes(r)} |"
+        )
+    return lines
+
+
+def big_table_lines(big: BigTableResult) -> list[str]:
+    lines = [
+        "| table | rows | claim by | p50 ms | p99 ms | mean ms | p50 × empty |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    empty = {t.method: t for t in big.timings if t.variant == "empty"}
+    for t in big.timings:
+        base = empty.get(t.method)
+        ratio = t.stat("p50") / base.stat("p50") if base and base.ms else math.nan
+        lines.append(
+            f"| {t.variant} | {t.rows:,} | {t.method} | {_num(t.stat('p50'), 2)} "
+            f"| {_num(t.stat('p99'), 2)} | {_num(t.stat('mean'), 2)} | {_num(ratio, 2)}× |"
+        )
+    if big.note:
+        lines += ["", f"Note: {big.note}."]
+    lines += ["", "EXPLAIN of the claim on the big table:", "", "```", big.explain, "```"]
+    return lines
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def targets(results: Sequence[TrialResult], big: BigTableResult | None) -> list[str]:
+    rows: list[tuple[str, str, bool | None]] = []
+    ctl = _find(results, "burst", "controller", 1) or _find(results, "pods", "controller", 1)
+    seed, raw = _find(results, "burst", "seed"), _find(results, "burst", "raw")
+    if ctl and seed and raw and seed.done_per_s and raw.done_per_s:
+        x_seed, x_raw = ctl.done_per_s / seed.done_per_s, ctl.done_per_s / raw.done_per_s
+        ok = x_seed >= 100 and x_raw >= 0.5 and ctl.done == ctl.tasks
+        rows.append(
+            (
+                "1-pod burst ≥ 100× seed and ≥ 50% of raw",
+                f"{x_seed:.0f}× seed, {x_raw:.0%} of raw",
+                ok,
+            )
+        )
+    else:
+        rows.append(("1-pod burst ≥ 100× seed and ≥ 50% of raw", "–", None))
+    steady = _find(results, "steady", "controller")
+    p99 = steady.lateness_ms.get("p99", math.nan) if steady else math.nan
+    rows.append(
+        ("steady p99 lateness ≤ 20 ms", f"{_num(p99)} ms", None if math.isnan(p99) else p99 <= 20)
+    )
+    four, one = _find(results, "pods", "controller", 4), _find(results, "pods", "controller", 1)
+    if four:
+        clean = four.duplicates == 0 and four.done == four.tasks == four.unique_fired
+        rows.append(
+            (
+                "0 duplicates with 4 pods (all fired, all done)",
+                f"{four.duplicates} dups, {four.done:,}/{four.tasks:,} done",
+                clean,
+            )
+        )
+    else:
+        rows.append(("0 duplicates with 4 pods (all fired, all done)", "–", None))
+    if four and one:
+        rows.append(
+            (
+                "4 pods faster than 1",
+                f"{_num(four.done_per_s)} vs {_num(one.done_per_s)} /s",
+                four.done_per_s > one.done_per_s,
+            )
+        )
+    else:
+        rows.append(("4 pods faster than 1", "–", None))
+    rows.append(_big_target(big))
+    rss = _find(results, "rss", "controller")
+    rss_ok = None if rss is None or math.isnan(rss.peak_rss_mb) else rss.peak_rss_mb <= 150
+    rows.append(
+        (
+            "peak RSS per pod at MAX_IN_FLIGHT=1000 ≤ 150 MB",
+            f"{_num(rss.peak_rss_mb if rss else None)} MiB",
+            rss_ok,
+        )
+    )
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {_verdict(ok)} |" for name, value, ok in rows]
+    return lines
+
+
+def _big_target(big: BigTableResult | None) -> tuple[str, str, bool | None]:
+    name = "big-table claim p50 ≤ 1.5× empty (controller's claim)"
+    if big is None:
+        return name, "–", None
+    by = {(t.variant, t.method): t for t in big.timings}
+    method = "controller" if ("big", "controller") in by else "sql"
+    if ("big", method) not in by or ("empty", method) not in by:
+        return name, "–", None
+    ratio = by["big", method].stat("p50") / by["empty", method].stat("p50")
+    return name, f"{ratio:.2f}× ({method})", ratio <= 1.5
