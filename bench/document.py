@@ -69,7 +69,8 @@ def _intro(opts: argparse.Namespace, machine: dict[str, str], argv: list[str]) -
         "Modes: **seed** re-implements the original loop (10 tasks per 0.5 s, httpx, one "
         "UPDATE per task); **raw** is a hand-written MySQLdb + aiohttp loop (no retries, "
         "lease sweep or signing), the practical limit of Python here; **controller** is "
-        "`python -m timer_controller run`. Env: "
+        "`python -m timer_controller run` sized like raw; **defaults** is the same controller "
+        "with its shipped settings (BATCH_SIZE=10, MAX_IN_FLIGHT=100). Env: "
         + "; ".join(envs)
         + f"; all: `{shared}`"
         + (f"; controller extra: `{extra}`" if extra else "")

@@ -26,6 +26,7 @@ MODE_COMMANDS: dict[str, list[str]] = {
     "seed": [sys.executable, "-m", "bench.seed_mode"],
     "raw": [sys.executable, "-m", "bench.raw_mode"],
     "controller": [sys.executable, "-m", "timer_controller", "run"],
+    "defaults": [sys.executable, "-m", "timer_controller", "run"],
 }
 
 

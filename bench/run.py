@@ -27,7 +27,7 @@ from bench.trial import Context
 
 log = logging.getLogger("bench")
 
-MODES = ("seed", "raw", "controller")
+MODES = ("seed", "raw", "controller", "defaults")
 SCENARIOS = ("burst", "steady", "pods", "big-table", "rss")
 
 

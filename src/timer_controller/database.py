@@ -54,7 +54,7 @@ def server_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def make_engine(url: URL | str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
     """An engine whose sessions run at READ COMMITTED in UTC.
 
     READ COMMITTED keeps SKIP LOCKED claims from taking gap locks, and UTC
@@ -65,7 +65,7 @@ def make_engine(url: URL | str, *, pool_size: int = 5) -> Engine:
         isolation_level="READ COMMITTED",
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=3600,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
@@ -174,6 +174,8 @@ def prepare(settings: Settings) -> Engine:
         ensure_database(server, settings.db_name)
     finally:
         server.dispose()
-    engine = make_engine(server_url(settings, database=settings.db_name))
+    # No pre-ping: it costs a round trip per claim and per outcome write, and
+    # the loop already retries any statement that meets a dead connection.
+    engine = make_engine(server_url(settings, database=settings.db_name), pre_ping=False)
     upgrade_to_head(engine)
     return engine

@@ -7,11 +7,13 @@ costs about seven times as much. All "now"s are the database's clock.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from timer_controller.clock import utc_now
@@ -36,12 +39,41 @@ from timer_controller.models import ERROR_MAX_CHARS, Task
 
 # Named locks are server-wide: the database's name (hashed, as lock names
 # are capped at 64 characters) keeps databases on one server apart.
+log = logging.getLogger(__name__)
+
 RETENTION_LOCK = "CONCAT('timer_controller.retention.', MD5(DATABASE()))"
 # A lease that expires means its pod vanished mid-delivery. Such tasks go back
 # to waiting; one that keeps losing its pods this many times beyond its
 # attempts is taken to be what kills them, and fails instead of looping.
 LEASE_LOSSES_BEFORE_FAILING = 3
 _NO_SYNC = {"synchronize_session": False}
+# InnoDB may pick one of two transactions touching the same index pages as a
+# deadlock victim (claims and outcome writes both move rows between status
+# prefixes of one index). The victim's work was rolled back whole, so it is
+# simply run again, at once, instead of being treated as a lost database.
+_RETRYABLE_LOCK_ERRORS = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+_LOCK_RETRIES = 5
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _retry_lock_conflicts(work: Callable[P, R]) -> Callable[P, R]:
+    """Run a one-transaction repository method again when InnoDB rolls it back."""
+
+    @functools.wraps(work)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, _LOCK_RETRIES + 1):
+            try:
+                return work(*args, **kwargs)
+            except OperationalError as exc:
+                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+                if code not in _RETRYABLE_LOCK_ERRORS or attempt == _LOCK_RETRIES:
+                    raise
+                log.info("%s: lock conflict (%s), running it again", work.__name__, code)
+        raise AssertionError("unreachable")
+
+    return run
 
 
 def _utc_now() -> ColumnElement[datetime]:
@@ -187,6 +219,7 @@ class TaskRepository:
 
     # -- the claim loop's hot paths ---------------------------------------
 
+    @_retry_lock_conflicts
     def claim_due(
         self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
     ) -> ClaimResult:
@@ -237,6 +270,7 @@ class TaskRepository:
             select_s=selected_at - started,
         )
 
+    @_retry_lock_conflicts
     def record_outcomes(self, *, owner: str, outcomes: Sequence[OutcomeRecord]) -> int:
         """Write a batch of outcomes: one UPDATE per kind, one transaction.
 
@@ -278,6 +312,7 @@ class TaskRepository:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    @_retry_lock_conflicts
     def release(self, *, owner: str, task_ids: Iterable[int]) -> int:
         """Hand back claims that were never fired, so any pod fires them at once."""
         ids = list(task_ids)
@@ -297,6 +332,7 @@ class TaskRepository:
             )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    @_retry_lock_conflicts
     def sweep_expired_leases(self, *, default_max_attempts: int, limit: int = 1000) -> int:
         """Return tasks whose pod vanished to ``waiting`` (reads claimed rows only)."""
         with self._sessions() as session, session.begin():

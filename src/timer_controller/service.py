@@ -229,7 +229,9 @@ class Controller:
         try:
             # asyncio timers run no earlier than their deadline (less the clock's
             # nanosecond resolution), finer than the database's microseconds.
-            await asyncio.sleep(max(0.0, fire_at - time.monotonic()))
+            wait_s = fire_at - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
             self._unsent.discard(task.id)
             self._metrics.in_flight.inc()
             try:
