@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Row, text
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until
-
 from timer_controller import __version__
 
 # Short poll, timeout, lease and backoff keep every scenario to a few seconds.

@@ -39,9 +39,7 @@ class Receiver:
                 break
             if needle in line:
                 return line
-        raise AssertionError(
-            f"receiver printed no line containing {needle!r} within {timeout_s}s"
-        )
+        raise AssertionError(f"receiver printed no line containing {needle!r} within {timeout_s}s")
 
 
 def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, text
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.tcp_proxy import TcpProxy

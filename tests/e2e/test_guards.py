@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until

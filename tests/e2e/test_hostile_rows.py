@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until

@@ -15,10 +15,10 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until
-
 from timer_controller.database import alembic_config, make_engine
 
 TASKS = 2000

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
+
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller
 
