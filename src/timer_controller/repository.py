@@ -1,4 +1,7 @@
-"""Every SQL statement the controller and the CLI run, as named intentions.
+"""Every database operation the controller and the CLI run, as named intentions.
+
+Statements are built in ``statements.py``; this module runs them, one short
+transaction each.
 
 The hot paths (claim, record, release, sweep) use ORM-enabled Core
 statements that select columns and update in bulk: loading ORM objects
@@ -10,22 +13,16 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
-    ColumnElement,
     Engine,
-    Select,
-    Update,
-    case,
     delete,
     func,
     insert,
-    literal,
-    literal_column,
     select,
     text,
     update,
@@ -36,16 +33,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from timer_controller.clock import utc_now
 from timer_controller.domain import FINISHED_STATUSES, ClaimedTask, Status
 from timer_controller.models import ERROR_MAX_CHARS, Task
+from timer_controller.statements import (
+    RETENTION_LOCK,
+    claim_statement,
+    per_row,
+    plus_s,
+    sweep_statement,
+    utc_now_sql,
+)
 
-# Named locks are server-wide: the database's name (hashed, as lock names
-# are capped at 64 characters) keeps databases on one server apart.
 log = logging.getLogger(__name__)
 
-RETENTION_LOCK = "CONCAT('timer_controller.retention.', MD5(DATABASE()))"
-# A lease that expires means its pod vanished mid-delivery. Such tasks go back
-# to waiting; one that keeps losing its pods this many times beyond its
-# attempts is taken to be what kills them, and fails instead of looping.
-LEASE_LOSSES_BEFORE_FAILING = 3
 _NO_SYNC = {"synchronize_session": False}
 # InnoDB may pick one of two transactions touching the same index pages as a
 # deadlock victim (claims and outcome writes both move rows between status
@@ -74,42 +72,6 @@ def _retry_lock_conflicts(work: Callable[P, R]) -> Callable[P, R]:
         raise AssertionError("unreachable")
 
     return run
-
-
-def _utc_now() -> ColumnElement[datetime]:
-    return func.utc_timestamp(6)
-
-
-def _plus_s(moment: ColumnElement[Any], seconds: float) -> ColumnElement[datetime]:
-    # TIMESTAMPADD works on MySQL and MariaDB alike; MariaDB has no MILLISECOND unit.
-    return func.timestampadd(literal_column("MICROSECOND"), int(seconds * 1e6), moment)
-
-
-def _per_row(values: Mapping[int, Any]) -> ColumnElement[Any]:
-    """One value per task id in a single UPDATE; a constant when all agree.
-
-    Strings (error texts, which may quote a receiver) are bound parameters.
-    Numbers and times are rendered into the SQL: they are ours, cannot carry
-    quotes, and building a bound parameter per row cost more than the UPDATE
-    itself on the outcome writer's hot path.
-    """
-    distinct = set(values.values())
-    if len(distinct) == 1:
-        return literal(next(iter(distinct)))
-    if all(v is None or type(v) in (int, datetime) for v in distinct):
-        whens = " ".join(
-            f"WHEN {task_id:d} THEN {_sql_literal(v)}" for task_id, v in values.items()
-        )
-        return literal_column(f"CASE {Task.__tablename__}.id {whens} END")
-    return case(dict(values), value=Task.id)
-
-
-def _sql_literal(value: int | datetime | None) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, datetime):
-        return f"'{value:%Y-%m-%d %H:%M:%S.%f}'"
-    return f"{value:d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,55 +125,6 @@ class Stats:
     db_now: datetime
 
 
-def claim_statement(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
-    """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
-
-    It reads the ``(status, due_at)`` index in order and stops after
-    ``limit`` rows, so finished rows are never walked.
-    """
-    now = _utc_now()
-    return (
-        select(
-            Task.id,
-            Task.url,
-            Task.due_at,
-            Task.attempts,
-            Task.max_attempts,
-            Task.method,
-            Task.headers,
-            Task.body,
-            now.label("db_now"),
-        )
-        .where(Task.status == Status.WAITING.value, Task.due_at <= _plus_s(now, lookahead_s))
-        .order_by(Task.due_at, Task.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-
-
-def sweep_statement(*, default_max_attempts: int, limit: int) -> Update:
-    """Expired leases back to ``waiting``; reads the claimed prefix of the index."""
-    now = _utc_now()
-    hopeless = Task.attempts >= (
-        func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING
-    )
-    return (
-        update(Task)
-        .where(Task.status == Status.CLAIMED.value, Task.lease_expires_at < now)
-        .values(
-            status=case((hopeless, Status.FAILED.value), else_=Status.WAITING.value),
-            finished_at=case((hopeless, now), else_=None),
-            last_error=case(
-                (hopeless, "lease expired too often: the task may be crashing its pods"),
-                else_="lease expired: the pod holding it stopped; retrying",
-            ),
-            owner=None,
-            lease_expires_at=None,
-        )
-        .with_dialect_options(mysql_limit=limit)
-    )
-
-
 class TaskRepository:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -229,7 +142,7 @@ class TaskRepository:
         disjoint rows, write owner and lease, commit. The lease runs from the
         later of now and ``due_at``, so a look-ahead wait is covered.
         """
-        now = _utc_now()
+        now = utc_now_sql()
         with self._sessions() as session, session.begin():
             local_before, started = utc_now(), time.monotonic()
             rows = session.execute(claim_statement(limit=limit, lookahead_s=lookahead_s)).all()
@@ -242,7 +155,7 @@ class TaskRepository:
                 .values(
                     status=Status.CLAIMED.value,
                     owner=owner,
-                    lease_expires_at=_plus_s(func.greatest(Task.due_at, now), lease_s),
+                    lease_expires_at=plus_s(func.greatest(Task.due_at, now), lease_s),
                     attempts=Task.attempts + 1,
                 ),
                 execution_options=_NO_SYNC,
@@ -294,16 +207,16 @@ class TaskRepository:
             "status": status.value,
             "owner": None,
             "lease_expires_at": None,
-            "fired_at": _per_row({r.task_id: r.fired_at for r in records}),
-            "last_status_code": _per_row({r.task_id: r.status_code for r in records}),
-            "last_error": _per_row(
+            "fired_at": per_row({r.task_id: r.fired_at for r in records}),
+            "last_status_code": per_row({r.task_id: r.status_code for r in records}),
+            "last_error": per_row(
                 {r.task_id: (r.error or None) and r.error[:ERROR_MAX_CHARS] for r in records}
             ),
         }
         if status is Status.WAITING:
-            values["due_at"] = _per_row({r.task_id: r.next_due_at for r in records})
+            values["due_at"] = per_row({r.task_id: r.next_due_at for r in records})
         else:
-            values["finished_at"] = _utc_now()
+            values["finished_at"] = utc_now_sql()
         result = session.execute(
             update(Task)
             .where(Task.id.in_(ids), Task.owner == owner, Task.status == Status.CLAIMED.value)
@@ -370,7 +283,7 @@ class TaskRepository:
                             select(Task.id)
                             .where(
                                 Task.status.in_(finished),
-                                Task.finished_at < _plus_s(_utc_now(), -older_than_s),
+                                Task.finished_at < plus_s(utc_now_sql(), -older_than_s),
                             )
                             .limit(batch_size)
                         )
@@ -395,7 +308,7 @@ class TaskRepository:
                 session.execute(
                     select(func.count())
                     .select_from(Task)
-                    .where(Task.status == Status.WAITING.value, Task.due_at <= _utc_now())
+                    .where(Task.status == Status.WAITING.value, Task.due_at <= utc_now_sql())
                 ).scalar_one()
             )
 
@@ -405,7 +318,7 @@ class TaskRepository:
 
     def db_now(self) -> datetime:
         with self._sessions() as session:
-            return session.execute(select(_utc_now())).scalar_one()
+            return session.execute(select(utc_now_sql())).scalar_one()
 
     # -- the operator CLI ---------------------------------------------------
 
@@ -421,7 +334,7 @@ class TaskRepository:
         max_attempts: int | None = None,
     ) -> int:
         """Insert one task; ``due_at`` (naive UTC) or ``delay_s`` from the database's now."""
-        when: Any = due_at if due_at is not None else _plus_s(_utc_now(), delay_s)
+        when: Any = due_at if due_at is not None else plus_s(utc_now_sql(), delay_s)
         with self._sessions() as session, session.begin():
             result = session.execute(
                 insert(Task).values(
@@ -462,14 +375,14 @@ class TaskRepository:
             result = session.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.status == Status.WAITING.value)
-                .values(status=Status.CANCELLED.value, finished_at=_utc_now()),
+                .values(status=Status.CANCELLED.value, finished_at=utc_now_sql()),
                 execution_options=_NO_SYNC,
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def stats(self) -> Stats:
         with self._sessions() as session:
-            db_now: datetime = session.execute(select(_utc_now())).scalar_one()
+            db_now: datetime = session.execute(select(utc_now_sql())).scalar_one()
             counts = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
             oldest = session.execute(
                 select(func.min(Task.due_at)).where(Task.status == Status.WAITING.value)

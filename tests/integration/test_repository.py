@@ -21,12 +21,8 @@ from tests.support.databases import TestDatabase
 from timer_controller.database import make_engine
 from timer_controller.domain import Status
 from timer_controller.models import ERROR_MAX_CHARS
-from timer_controller.repository import (
-    LEASE_LOSSES_BEFORE_FAILING,
-    ClaimResult,
-    OutcomeRecord,
-    TaskRepository,
-)
+from timer_controller.repository import ClaimResult, OutcomeRecord, TaskRepository
+from timer_controller.statements import LEASE_LOSSES_BEFORE_FAILING
 
 LEASE_S = 60.0
 # Far below innodb_lock_wait_timeout (50 s): a claim that waited on a lock would miss it.
