@@ -54,15 +54,11 @@ def make_handler(verifiers: list[Webhook]) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Print timer-controller webhooks.")
-    parser.add_argument(
-        "--host", default="0.0.0.0", help="all interfaces, for a container"
-    )
+    parser.add_argument("--host", default="0.0.0.0", help="all interfaces, for a container")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     args = parser.parse_args()
     # Several space-separated secrets are allowed, as during a key rotation.
-    verifiers = [
-        Webhook(secret) for secret in os.environ.get("WEBHOOK_SECRET", "").split()
-    ]
+    verifiers = [Webhook(secret) for secret in os.environ.get("WEBHOOK_SECRET", "").split()]
     server = ThreadingHTTPServer((args.host, args.port), make_handler(verifiers))
     # As PID 1 in a container, SIGTERM is ignored unless a handler is installed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
