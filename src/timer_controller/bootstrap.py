@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -111,6 +112,11 @@ async def serve(settings: Settings, engine: Engine) -> int:
         settings.lookahead_s,
         extra={"event": "started", "owner": owner},
     )
+    # Everything built so far lives as long as the process. Freezing it keeps
+    # the collector's full passes, which stop the loop, from walking it again
+    # and again: without this they took 50-160 ms here and made timers late.
+    gc.collect()
+    gc.freeze()
     chores = asyncio.create_task(upkeep.run(stop))
     try:
         code = await controller.run(stop)

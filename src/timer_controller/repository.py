@@ -45,6 +45,10 @@ from timer_controller.statements import (
 log = logging.getLogger(__name__)
 
 _NO_SYNC = {"synchronize_session": False}
+# Outcome writes carry per-row values in their SQL text, so each is compiled
+# once and never again: caching them would fill SQLAlchemy's statement cache
+# with dead entries that the garbage collector then keeps walking.
+_ONE_OFF = {"synchronize_session": False, "compiled_cache": None}
 # InnoDB may pick one of two transactions touching the same index pages as a
 # deadlock victim (claims and outcome writes both move rows between status
 # prefixes of one index). The victim's work was rolled back whole, so it is
@@ -221,7 +225,7 @@ class TaskRepository:
             update(Task)
             .where(Task.id.in_(ids), Task.owner == owner, Task.status == Status.CLAIMED.value)
             .values(values),
-            execution_options=_NO_SYNC,
+            execution_options=_ONE_OFF,
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 

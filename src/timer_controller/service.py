@@ -47,6 +47,20 @@ class LoopConfig:
     flush_batch: int = 500
 
     @property
+    def claim_horizon_s(self) -> float:
+        """How far ahead a claim reaches: LOOKAHEAD, plus an overlap.
+
+        The next claim starts POLL_INTERVAL after this one *ends*, so with a
+        window of exactly LOOKAHEAD = POLL_INTERVAL a task due just past the
+        window would be claimed when already due, late by the claim's own
+        duration. The overlap (a fifth of the poll interval, at most 0.1 s)
+        closes that gap; look-ahead off (0) stays off.
+        """
+        if self.lookahead_s <= 0:
+            return 0.0
+        return self.lookahead_s + min(0.1, self.poll_interval_s / 5)
+
+    @property
     def sweep_interval_s(self) -> float:
         # Often enough that a dead pod's tasks return soon after its leases end.
         return min(5.0, max(0.5, self.lease_s / 4))
@@ -199,7 +213,7 @@ class Controller:
             owner=self._config.owner,
             limit=limit,
             lease_s=self._config.lease_s,
-            lookahead_s=self._config.lookahead_s,
+            lookahead_s=self._config.claim_horizon_s,
         )
         if result.db_now is not None and result.local_before is not None:
             self._clock.observe(
