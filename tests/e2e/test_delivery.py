@@ -20,19 +20,12 @@ from sqlalchemy import Row, text
 
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
+from tests.support.tasks import FAST_ENV as FAST
+from tests.support.tasks import insert_task
 from tests.support.waiting import wait_until
 from timer_controller import __version__
 
-# Short poll, timeout, lease and backoff keep every scenario to a few seconds.
-FAST = {
-    "POLL_INTERVAL": "0.1",
-    "WEBHOOK_TIMEOUT": "2",
-    "LEASE_TIME": "5",
-    "RETRY_BACKOFF_BASE": "0.2",
-    "RETRY_BACKOFF_MAX": "1",
-}
 FINISHED = ("done", "failed")
-OPTIONAL_COLUMNS = frozenset({"method", "headers", "body", "max_attempts"})
 
 Start = Callable[..., Controller]
 
@@ -60,19 +53,6 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/refused"
     finally:
         sock.close()
-
-
-def insert_task(db: TestDatabase, url: str, *, in_s: float = 0.0, **columns: Any) -> int:
-    """``INSERT INTO tasks`` due ``in_s`` seconds from the database's now."""
-    unknown = set(columns) - OPTIONAL_COLUMNS
-    assert not unknown, f"not a task column this helper writes: {unknown}"
-    names = ["url", "due_at", *columns]
-    values = [":url", "TIMESTAMPADD(MICROSECOND, :in_us, UTC_TIMESTAMP(6))"]
-    values += [f":{name}" for name in columns]
-    sql = f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)})"
-    with db.engine.begin() as conn:
-        result = conn.execute(text(sql), {"url": url, "in_us": int(in_s * 1e6), **columns})
-        return int(result.lastrowid)
 
 
 def task_rows(db: TestDatabase, ids: list[int]) -> dict[int, Row[Any]]:

@@ -18,19 +18,12 @@ from sqlalchemy import text
 
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
+from tests.support.tasks import insert_task as insert
 from tests.support.waiting import wait_until
 
 FAST = {"POLL_INTERVAL": "0.1", "WEBHOOK_TIMEOUT": "2", "LEASE_TIME": "5"}
 
 Start = Callable[..., Controller]
-
-
-def insert(db: TestDatabase, url: str) -> int:
-    with db.engine.begin() as conn:
-        result = conn.execute(
-            text("INSERT INTO tasks (url, due_at) VALUES (:url, UTC_TIMESTAMP(6))"), {"url": url}
-        )
-        return int(result.lastrowid)
 
 
 def finished_rows(db: TestDatabase, ids: list[int]) -> dict[int, Any]:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
+from tests.support.tasks import insert_task as insert
 from tests.support.waiting import wait_until
 
 BATCH_SIZE = 20
@@ -48,14 +49,6 @@ def room_for_10_mb(db: TestDatabase) -> Iterator[None]:
     finally:
         with db.engine.begin() as conn:
             conn.execute(text("SET GLOBAL max_allowed_packet = :n"), {"n": before})
-
-
-def insert(db: TestDatabase, url: str, **columns: str) -> int:
-    names = ["url", "due_at", *columns]
-    values = [":url", "UTC_TIMESTAMP(6)", *(f":{name}" for name in columns)]
-    sql = f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)})"
-    with db.engine.begin() as conn:
-        return int(conn.execute(text(sql), {"url": url, **columns}).lastrowid)
 
 
 def rows(db: TestDatabase) -> dict[int, Any]:
@@ -91,7 +84,7 @@ def test_hostile_rows_fail_alone_and_good_rows_in_the_same_batch_are_done(
     db: TestDatabase, controllers: Start, receiver: Receiver
 ) -> None:
     # (name, url, extra columns, a substring the row's last_error must contain)
-    hostile_specs: list[tuple[str, str, dict[str, str], str]] = [
+    hostile_specs: list[tuple[str, str, dict[str, Any], str]] = [
         ("empty url", "", {}, "empty URL"),
         ("ftp scheme", "ftp://x", {}, "unsupported scheme 'ftp'"),
         ("no host", "http://", {}, "no host"),

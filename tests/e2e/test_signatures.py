@@ -22,15 +22,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
+from tests.support.tasks import FAST_ENV as FAST
+from tests.support.tasks import insert_task as insert
 from tests.support.waiting import wait_until
-
-FAST = {
-    "POLL_INTERVAL": "0.1",
-    "WEBHOOK_TIMEOUT": "2",
-    "LEASE_TIME": "5",
-    "RETRY_BACKOFF_BASE": "0.2",
-    "RETRY_BACKOFF_MAX": "1",
-}
 
 Start = Callable[..., Controller]
 
@@ -48,14 +42,6 @@ def verifying_receiver(secret: str | None) -> Iterator[Receiver]:
         yield started
     finally:
         started.stop()
-
-
-def insert(db: TestDatabase, url: str, **columns: str) -> int:
-    names = ["url", "due_at", *columns]
-    values = [":url", "UTC_TIMESTAMP(6)", *(f":{name}" for name in columns)]
-    sql = f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)})"
-    with db.engine.begin() as conn:
-        return int(conn.execute(text(sql), {"url": url, **columns}).lastrowid)
 
 
 def wait_done(db: TestDatabase, ids: list[int], *, failed: tuple[int, ...] = ()) -> None:
