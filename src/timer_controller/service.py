@@ -325,6 +325,11 @@ class Controller:
         except DatabaseLost as exc:
             log.error("database lost: %s", exc)
             return 1
+        except Exception:
+            # Unwritten outcomes come back when their leases expire; exit 1
+            # so the orchestrator restarts the pod rather than hiding it.
+            log.exception("the outcome writer failed")
+            return 1
         return 0
 
     async def _release(self, ids: set[int]) -> None:
