@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from timer_controller.database import (
     DatabaseUnavailable,
     describe_error,
+    error_code,
     make_engine,
     prepare,
     server_url,
@@ -48,7 +49,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ProgrammingError as exc:
-        if _code(exc) == NO_SUCH_TABLE:
+        if error_code(exc) == NO_SUCH_TABLE:
             print(
                 f"timer-controller: database {settings.db_name} has no tasks table; "
                 "run `timer-controller migrate` first",
@@ -60,11 +61,6 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except DBAPIError as exc:
         print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _code(exc: DBAPIError) -> int | None:
-    args = getattr(exc.orig, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _operate(settings: Settings, args: argparse.Namespace) -> int:

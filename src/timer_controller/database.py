@@ -74,11 +74,18 @@ def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) ->
     )
 
 
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL/MariaDB error number behind a driver or SQLAlchemy error, if any."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def describe_error(exc: BaseException) -> str:
     """A short reason for a failed connection: refused, unknown host, denied…"""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    code = args[0] if args and isinstance(args[0], int) else None
+    code = error_code(exc)
     if code in _REASONS:
         return _REASONS[code]
     detail = args[1] if len(args) > 1 else str(orig)

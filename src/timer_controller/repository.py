@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from timer_controller.clock import utc_now
+from timer_controller.database import error_code
 from timer_controller.domain import FINISHED_STATUSES, ClaimedTask, Status
 from timer_controller.models import ERROR_MAX_CHARS, Task
 from timer_controller.statements import (
@@ -69,7 +70,7 @@ def _retry_lock_conflicts(work: Callable[P, R]) -> Callable[P, R]:
             try:
                 return work(*args, **kwargs)
             except OperationalError as exc:
-                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+                code = error_code(exc)
                 if code not in _RETRYABLE_LOCK_ERRORS or attempt == _LOCK_RETRIES:
                     raise
                 log.info("%s: lock conflict (%s), running it again", work.__name__, code)
