@@ -31,7 +31,22 @@ MODE_COMMANDS: dict[str, list[str]] = {
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one live process."""
+    """CPU seconds of one live process, summed over its live threads.
+
+    Read from each thread's schedstat, in nanoseconds: /proc/<pid>/stat counts
+    in 10 ms ticks, which rounds a short trial's pod down to 0. Threads that
+    already exited are not counted; the pods' threads live as long as they do.
+    Falls back to the tick counts where schedstat is missing.
+    """
+    total_ns, seen = 0, False
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total_ns += int(task.read_text().split()[0])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended while we looked
+    if seen:
+        return total_ns / 1e9
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name may contain spaces; fields restart after its ')'.
     fields = stat.rsplit(")", 1)[1].split()
