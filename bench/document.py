@@ -78,8 +78,9 @@ def _intro(opts: argparse.Namespace, machine: dict[str, str], argv: list[str]) -
         "",
         "done/s counts done rows from the first request's arrival to the last `finished_at`; "
         "fired/s counts requests the receiver got, from its first to its last. Lateness is "
-        "arrival at the receiver minus `due_at`. CPU is the pod processes' run time (their threads' schedstat) "
-        "during the trial (start-up excluded); RSS is VmHWM, the largest pod's.",
+        "arrival at the receiver minus `due_at`. CPU is the pod processes' run time "
+        "(their threads' schedstat) during the trial (start-up excluded); RSS is VmHWM, "
+        "the largest pod's.",
     ]
 
 
