@@ -99,8 +99,8 @@ def _repository_claimer(
     # Imported here: the harness must still run when the controller's API moves.
     from sqlalchemy import URL as SaURL
 
-    from timer_controller.database import make_engine
-    from timer_controller.repository import TaskRepository
+    from timer_controller.db.repository import TaskRepository
+    from timer_controller.db.setup import make_engine
 
     url = SaURL.create(
         "mysql+mysqldb",

@@ -38,8 +38,8 @@ import httpx_aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from timer_controller.guard import TargetPolicy
-from timer_controller.transport import make_http_client
+from timer_controller.delivery.policy import TargetPolicy
+from timer_controller.delivery.transport import make_http_client
 
 BODY = b'{"task_id": "3f1c2a", "payload": {"kind": "reminder", "n": 1}}'
 HEADERS = {"Content-Type": "application/json"}

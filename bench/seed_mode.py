@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import URL, create_engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from timer_controller.models import Task
+from timer_controller.db.models import Task
 
 USER_AGENT = "timer-controller/seed"
 

@@ -9,7 +9,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from timer_controller.models import Base
+from timer_controller.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,7 +23,7 @@ def run_with(connection: Connection) -> None:
 
 def run_by_hand() -> None:
     """``alembic upgrade head`` from a shell: create the database, then migrate."""
-    from timer_controller.database import (
+    from timer_controller.db.setup import (
         DatabaseUnavailable,
         ensure_database,
         make_engine,
@@ -38,7 +38,7 @@ def run_by_hand() -> None:
         wait_for_server(
             server,
             tries=settings.retry_number,
-            wait_s=settings.reconnect_wait_time,
+            wait_s=settings.reconnect_wait_s,
             where=f"{settings.db_host}:{settings.db_port}",
         )
         ensure_database(server, settings.db_name)

@@ -12,17 +12,17 @@ import time
 
 from sqlalchemy import Engine
 
-from timer_controller.clock import DbClock
-from timer_controller.database import current_revision_is_head, prepare
-from timer_controller.dispatch import Dispatcher
-from timer_controller.guard import TargetPolicy, parse_allowed_hosts
-from timer_controller.metrics import HealthServer, Metrics
-from timer_controller.repository import TaskRepository
-from timer_controller.service import Controller, LoopConfig
+from timer_controller.db.clock import DbClock
+from timer_controller.db.repository import TaskRepository
+from timer_controller.db.setup import current_revision_is_head, prepare
+from timer_controller.delivery.dispatch import Dispatcher
+from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
+from timer_controller.delivery.request import USER_AGENT
+from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
+from timer_controller.ops.metrics import HealthServer, Metrics
+from timer_controller.runtime.controller import Controller, LoopConfig
+from timer_controller.runtime.upkeep import Upkeep
 from timer_controller.settings import Settings
-from timer_controller.transport import GuardedAiohttpTransport, make_http_client
-from timer_controller.upkeep import Upkeep
-from timer_controller.webhook import USER_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,16 @@ def loop_config(settings: Settings, owner: str) -> LoopConfig:
         owner=owner,
         batch_size=settings.batch_size,
         max_in_flight=settings.max_in_flight,
-        poll_interval_s=settings.poll_interval,
-        lookahead_s=settings.lookahead_s,
-        lease_s=settings.lease_time,
-        shutdown_grace_s=settings.shutdown_grace,
+        poll_interval_s=settings.poll_interval_s,
+        lookahead_s=settings.claim_lookahead_s,
+        lease_s=settings.lease_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
         max_attempts=settings.max_attempts,
-        backoff_base_s=settings.retry_backoff_base,
-        backoff_max_s=settings.retry_backoff_max,
+        backoff_base_s=settings.retry_backoff_base_s,
+        backoff_max_s=settings.retry_backoff_max_s,
         retry_number=settings.retry_number,
-        reconnect_wait_s=settings.reconnect_wait_time,
-        flush_interval_s=settings.flush_interval,
+        reconnect_wait_s=settings.reconnect_wait_s,
+        flush_interval_s=settings.flush_interval_s,
     )
 
 
@@ -70,7 +70,7 @@ async def serve(settings: Settings, engine: Engine) -> int:
     )
     transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
     client = make_http_client(
-        timeout_s=settings.webhook_timeout,
+        timeout_s=settings.webhook_timeout_s,
         max_connections=settings.max_in_flight,
         follow_redirects=settings.follow_redirects,
         policy=policy,
@@ -81,10 +81,10 @@ async def serve(settings: Settings, engine: Engine) -> int:
         client,
         transport=transport,
         follow_redirects=settings.follow_redirects,
-        timeout_s=settings.webhook_timeout,
+        timeout_s=settings.webhook_timeout_s,
         policy=policy,
         keys=settings.signing_keys,
-        max_body_bytes=settings.max_request_body,
+        max_body_bytes=settings.max_request_body_bytes,
         db_clock=clock.now,
     )
     owner = owner_id(settings.pod_name)
@@ -94,7 +94,7 @@ async def serve(settings: Settings, engine: Engine) -> int:
     upkeep = Upkeep(
         repo,
         metrics,
-        retention_s=settings.retention,
+        retention_s=settings.retention_s,
         cleanup_batch=settings.cleanup_batch,
         sample_backlog=settings.metrics_port is not None,
     )
@@ -108,8 +108,8 @@ async def serve(settings: Settings, engine: Engine) -> int:
         owner,
         settings.batch_size,
         settings.max_in_flight,
-        settings.poll_interval,
-        settings.lookahead_s,
+        settings.poll_interval_s,
+        settings.claim_lookahead_s,
         extra={"event": "started", "owner": owner},
     )
     # Everything built so far lives as long as the process. Freezing it keeps
@@ -145,7 +145,7 @@ def _start_health(
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
-    stale_after_s = 3 * settings.poll_interval
+    stale_after_s = 3 * settings.poll_interval_s
 
     def alive() -> bool:
         return time.monotonic() - controller.last_tick <= stale_after_s

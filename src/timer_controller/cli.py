@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from timer_controller import __version__
-from timer_controller.durations import parse_duration_s
-from timer_controller.guard import TargetPolicy, check_url
+from timer_controller.delivery.policy import TargetPolicy, check_url
+from timer_controller.domain.durations import parse_duration_s
 from timer_controller.settings import ConfigError, load_settings
 
 EXIT_USAGE = 2

@@ -15,7 +15,8 @@ from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from timer_controller.database import (
+from timer_controller.db.repository import TaskRepository, TaskView
+from timer_controller.db.setup import (
     DatabaseUnavailable,
     describe_error,
     error_code,
@@ -24,10 +25,9 @@ from timer_controller.database import (
     server_url,
     wait_for_server,
 )
-from timer_controller.logs import configure
-from timer_controller.repository import TaskRepository, TaskView
+from timer_controller.ops.logs import configure
+from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
 from timer_controller.settings import Settings
-from timer_controller.upkeep import CLEANUP_PAUSE_S
 
 EXIT_OK, EXIT_FAILED = 0, 1
 NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
@@ -69,7 +69,7 @@ def _operate(settings: Settings, args: argparse.Namespace) -> int:
         wait_for_server(
             engine,
             tries=settings.retry_number,
-            wait_s=settings.reconnect_wait_time,
+            wait_s=settings.reconnect_wait_s,
             where=f"{settings.db_host}:{settings.db_port}/{settings.db_name}",
         )
         repo = TaskRepository(engine)

@@ -29,9 +29,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from timer_controller.durations import parse_duration_s
-from timer_controller.guard import parse_allowed_hosts
-from timer_controller.signing import decode_secret
+from timer_controller.delivery.policy import parse_allowed_hosts
+from timer_controller.delivery.signing import decode_secret
+from timer_controller.domain.durations import parse_duration_s
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
@@ -44,6 +44,12 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
+def env_name(field_name: str, field: FieldInfo) -> str:
+    """The environment variable of a field: its alias (the name without units) or its name."""
+    alias = field.alias if isinstance(field.alias, str) else field_name
+    return alias.upper()
+
+
 class _FileSecretsSource(PydanticBaseSettingsSource):
     """``DB_PASSWORD_FILE=/run/secrets/db`` supplies ``DB_PASSWORD``."""
 
@@ -52,7 +58,7 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         self._environ = environ
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        var = field_name.upper() + FILE_SUFFIX
+        var = env_name(field_name, field) + FILE_SUFFIX
         path = self._environ.get(var)
         if path is None:
             return None, field_name, False
@@ -65,14 +71,14 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, name)
+            value, _, _ = self.get_field_value(field, name)
             if value is not None:
-                values[key] = value
+                values[field.alias if isinstance(field.alias, str) else name] = value
         return values
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
     # Database.
     db_host: str = Field(min_length=1)
@@ -81,16 +87,17 @@ class Settings(BaseSettings):
     db_password: SecretStr
     db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
     retry_number: int = Field(default=10, ge=1)
-    reconnect_wait_time: float = Field(default=1.0, ge=0)
+    reconnect_wait_s: float = Field(default=1.0, ge=0, alias="reconnect_wait_time")
 
     # The loop.
     batch_size: int = Field(default=10, ge=1, le=10_000)
-    poll_interval: float = Field(default=0.5, gt=0)
-    lookahead: float | None = Field(default=None, ge=0)
+    poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")
+    #: None: as POLL_INTERVAL (see claim_lookahead_s).
+    lookahead_s: float | None = Field(default=None, ge=0, alias="lookahead")
     max_in_flight: int = Field(default=100, ge=1, le=100_000)
-    lease_time: float = Field(default=60.0, gt=0)
-    shutdown_grace: float = Field(default=10.0, ge=0)
-    flush_interval: float = Field(default=0.02, gt=0)
+    lease_s: float = Field(default=60.0, gt=0, alias="lease_time")
+    shutdown_grace_s: float = Field(default=10.0, ge=0, alias="shutdown_grace")
+    flush_interval_s: float = Field(default=0.02, gt=0, alias="flush_interval")
     pod_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -99,18 +106,18 @@ class Settings(BaseSettings):
     )
 
     # Delivery.
-    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, alias="webhook_timeout")
     max_attempts: int = Field(default=3, ge=1, le=1000)
-    retry_backoff_base: float = Field(default=1.0, gt=0)
-    retry_backoff_max: float = Field(default=3600.0, gt=0)
+    retry_backoff_base_s: float = Field(default=1.0, gt=0, alias="retry_backoff_base")
+    retry_backoff_max_s: float = Field(default=3600.0, gt=0, alias="retry_backoff_max")
     webhook_secret: SecretStr | None = None
     follow_redirects: bool = False
     block_private_networks: bool = False
     allowed_hosts: str = ""
-    max_request_body: int = Field(default=1024 * 1024, ge=0)
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=0, alias="max_request_body")
 
     # Operations.
-    retention: DurationS = 7 * 86400.0
+    retention_s: DurationS = Field(default=7 * 86400.0, alias="retention")
     cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
@@ -126,7 +133,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("metrics_port", "lookahead", mode="before")
+    @field_validator("metrics_port", "lookahead_s", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -152,19 +159,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
-        if self.lease_time <= self.webhook_timeout:
+        if self.lease_s <= self.webhook_timeout_s:
             raise ValueError(
-                f"LEASE_TIME ({self.lease_time:g}s) must be greater than "
-                f"WEBHOOK_TIMEOUT ({self.webhook_timeout:g}s), or a slow request "
+                f"LEASE_TIME ({self.lease_s:g}s) must be greater than "
+                f"WEBHOOK_TIMEOUT ({self.webhook_timeout_s:g}s), or a slow request "
                 "would outlive its claim and fire twice"
             )
-        if self.retry_backoff_max < self.retry_backoff_base:
+        if self.retry_backoff_max_s < self.retry_backoff_base_s:
             raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
         return self
 
     @property
-    def lookahead_s(self) -> float:
-        return self.poll_interval if self.lookahead is None else self.lookahead
+    def claim_lookahead_s(self) -> float:
+        """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
+        return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:

@@ -15,7 +15,7 @@ from tests.support.cli_runner import CliResult, closed_port, run_cli
 from tests.support.databases import TestDatabase, fresh_database
 from tests.support.waiting import wait_until
 from timer_controller import __version__
-from timer_controller.database import current_revision_is_head, make_engine
+from timer_controller.db.setup import current_revision_is_head, make_engine
 
 HOOK = "http://127.0.0.1:9/hook"
 STATUSES = ("waiting", "claimed", "done", "failed", "cancelled")

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from timer_controller.guard import BlockedDestinationError, TargetPolicy
-from timer_controller.transport import make_http_client
+from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
+from timer_controller.delivery.transport import make_http_client
 
 USER_AGENT = "timer-controller-test/1.0"
 OPEN = TargetPolicy()

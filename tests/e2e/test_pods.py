@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until
-from timer_controller.database import alembic_config, make_engine
+from timer_controller.db.setup import alembic_config, make_engine
 
 TASKS = 2000
 PODS = 3

@@ -11,9 +11,9 @@ from sqlalchemy import ClauseElement, inspect, text
 from sqlalchemy.engine import URL
 
 from tests.support.databases import TestDatabase, fresh_database
-from timer_controller.database import current_revision_is_head, upgrade_to_head
-from timer_controller.models import Base
-from timer_controller.statements import claim_statement, sweep_statement
+from timer_controller.db.models import Base
+from timer_controller.db.setup import current_revision_is_head, upgrade_to_head
+from timer_controller.db.statements import claim_statement, sweep_statement
 
 
 def test_upgrade_head_on_an_empty_database_creates_the_contract(db_server: URL) -> None:

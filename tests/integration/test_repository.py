@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import Engine, RowMapping, event, text
 
 from tests.support.databases import TestDatabase
-from timer_controller.database import make_engine
-from timer_controller.domain import Status
-from timer_controller.models import ERROR_MAX_CHARS
-from timer_controller.repository import ClaimResult, OutcomeRecord, TaskRepository
-from timer_controller.statements import LEASE_LOSSES_BEFORE_FAILING
+from timer_controller.db.models import ERROR_MAX_CHARS
+from timer_controller.db.repository import ClaimResult, OutcomeRecord, TaskRepository
+from timer_controller.db.setup import make_engine
+from timer_controller.db.statements import LEASE_LOSSES_BEFORE_FAILING
+from timer_controller.domain.task import Status
 
 LEASE_S = 60.0
 # Far below innodb_lock_wait_timeout (50 s): a claim that waited on a lock would miss it.

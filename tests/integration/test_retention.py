@@ -18,10 +18,10 @@ from sqlalchemy.engine import URL
 
 from tests.support.databases import TestDatabase, fresh_database
 from tests.support.waiting import wait_until
-from timer_controller import upkeep as upkeep_module
-from timer_controller.metrics import Metrics
-from timer_controller.repository import TaskRepository
-from timer_controller.upkeep import Upkeep
+from timer_controller.db.repository import TaskRepository
+from timer_controller.ops.metrics import Metrics
+from timer_controller.runtime import upkeep as upkeep_module
+from timer_controller.runtime.upkeep import Upkeep
 
 HOUR_S = 3600.0
 # Generous: the machine is shared; a claim stuck behind a lock would wait 50 s.
@@ -302,7 +302,7 @@ def test_upkeep_purge_once_deletes_old_finished_rows_and_logs_it(
     )
     chores = Upkeep(repo, Metrics(), retention_s=HOUR_S, cleanup_batch=3, sample_backlog=False)
 
-    with caplog.at_level(logging.INFO, logger="timer_controller.upkeep"):
+    with caplog.at_level(logging.INFO, logger="timer_controller.runtime.upkeep"):
         # Retried while another test database's purge holds the server-wide lock.
         first = wait_until(
             chores.purge_once, timeout_s=LOCK_WAIT_S, what="the retention lock", interval_s=0.1

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.engine import URL
 
-from timer_controller.database import make_engine, upgrade_to_head
+from timer_controller.db.setup import make_engine, upgrade_to_head
 
 MYSQL_IMAGE = "mysql:8.4"
 

@@ -11,7 +11,7 @@ import pytest
 from timer_controller import __version__
 from timer_controller.cli import build_parser
 from timer_controller.commands import describe
-from timer_controller.repository import TaskView
+from timer_controller.db.repository import TaskView
 
 SUBCOMMANDS = ["run", "migrate", "schedule", "status", "cancel", "stats", "purge"]
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from timer_controller import clock
-from timer_controller.clock import DbClock, utc_now
+from timer_controller.db import clock
+from timer_controller.db.clock import DbClock, utc_now
 
 LOCAL = datetime(2025, 6, 1, 12, 0, 0)
 

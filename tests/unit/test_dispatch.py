@@ -13,9 +13,9 @@ from datetime import datetime
 import httpx
 import pytest
 
-from timer_controller.dispatch import Dispatcher, classify_status, describe_connect_error
-from timer_controller.domain import RETRYABLE_CLASSES, ClaimedTask, Outcome, OutcomeClass
-from timer_controller.guard import TargetPolicy
+from timer_controller.delivery.dispatch import Dispatcher, classify_status, describe_connect_error
+from timer_controller.delivery.policy import TargetPolicy
+from timer_controller.domain.task import RETRYABLE_CLASSES, ClaimedTask, Outcome, OutcomeClass
 
 
 @pytest.mark.parametrize(

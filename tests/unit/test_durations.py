@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from timer_controller.durations import parse_duration_s
+from timer_controller.domain.durations import parse_duration_s
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import ipaddress
 import httpx
 import pytest
 
-from timer_controller.guard import (
+from timer_controller.delivery.policy import (
     MAX_URL_CHARS,
     BlockedDestinationError,
     TargetPolicy,

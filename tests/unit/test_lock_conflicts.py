@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from timer_controller import repository
-from timer_controller.repository import _retry_lock_conflicts
+from timer_controller.db import repository
+from timer_controller.db.repository import _retry_lock_conflicts
 
 
 def _error(code: int) -> OperationalError:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from timer_controller.logs import JsonFormatter, configure
+from timer_controller.ops.logs import JsonFormatter, configure
 
 LOGGER = "timer_controller.tests_unit_logs"
 

@@ -7,9 +7,16 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from timer_controller.dispatch import classify_status
-from timer_controller.domain import OutcomeClass, Status
-from timer_controller.retry import Decision, Final, RetryAt, backoff_s, decide, parse_retry_after
+from timer_controller.delivery.dispatch import classify_status
+from timer_controller.domain.retry import (
+    Decision,
+    Final,
+    RetryAt,
+    backoff_s,
+    decide,
+    parse_retry_after,
+)
+from timer_controller.domain.task import OutcomeClass, Status
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)  # a Wednesday; naive UTC like the DATETIME columns
 BASE_S = 1.0

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from timer_controller.domain import ClaimedTask, Outcome, OutcomeClass, Status
-from timer_controller.repository import OutcomeRecord
-from timer_controller.service import LoopConfig, claim_size, to_record
+from timer_controller.db.repository import OutcomeRecord
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass, Status
+from timer_controller.runtime.controller import LoopConfig, claim_size, to_record
 
 NOW = datetime(2025, 6, 1, 12, 0, 0)
 FIRED_AT = datetime(2025, 6, 1, 11, 59, 59, 500000)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from timer_controller.signing import decode_secret, sign
+from timer_controller.delivery.signing import decode_secret, sign
 
 KEY_A = bytes(range(32))
 KEY_B = b"\xfe" * 24

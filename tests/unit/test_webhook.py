@@ -15,10 +15,15 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from timer_controller import __version__
-from timer_controller.domain import ClaimedTask
-from timer_controller.guard import TargetPolicy
-from timer_controller.signing import decode_secret
-from timer_controller.webhook import InvalidTask, WebhookRequest, build_request, parse_headers
+from timer_controller.delivery.policy import TargetPolicy
+from timer_controller.delivery.request import (
+    InvalidTask,
+    WebhookRequest,
+    build_request,
+    parse_headers,
+)
+from timer_controller.delivery.signing import decode_secret
+from timer_controller.domain.task import ClaimedTask
 
 URL = "https://hooks.example.com/fire?x=1"
 DUE_AT = datetime(2025, 6, 1, 12, 0, 0, 123456)

@@ -15,10 +15,10 @@ from datetime import datetime
 
 import httpx
 
-from timer_controller.domain import ClaimedTask, Outcome, OutcomeClass
-from timer_controller.guard import BlockedDestinationError, TargetPolicy
-from timer_controller.retry import parse_retry_after
-from timer_controller.webhook import InvalidTask, build_request
+from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
+from timer_controller.delivery.request import InvalidTask, build_request
+from timer_controller.domain.retry import parse_retry_after
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from timer_controller.domain import Status
+from timer_controller.domain.task import Status
 
 URL_MAX_CHARS = 2048
 ERROR_MAX_CHARS = 500

@@ -127,10 +127,10 @@ def ensure_database(server_engine: Engine, name: str) -> None:
 
 def migrations_dir() -> Path:
     """The Alembic scripts: packaged in the wheel, or the repository's ``migrations/``."""
-    packaged = Path(__file__).parent / "migrations"
+    packaged = Path(__file__).parents[1] / "migrations"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "migrations"
+    return Path(__file__).resolve().parents[3] / "migrations"
 
 
 def alembic_config() -> Config:
@@ -176,7 +176,7 @@ def prepare(settings: Settings) -> Engine:
     server = make_engine(server_url(settings, database=None), pool_size=1)
     try:
         wait_for_server(
-            server, tries=settings.retry_number, wait_s=settings.reconnect_wait_time, where=where
+            server, tries=settings.retry_number, wait_s=settings.reconnect_wait_s, where=where
         )
         ensure_database(server, settings.db_name)
     finally:

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from timer_controller import __version__
-from timer_controller.domain import ClaimedTask
-from timer_controller.guard import TargetPolicy, check_url
-from timer_controller.signing import sign
+from timer_controller.delivery.policy import TargetPolicy, check_url
+from timer_controller.delivery.signing import sign
+from timer_controller.domain.task import ClaimedTask
 
 USER_AGENT = f"timer-controller/{__version__}"
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})

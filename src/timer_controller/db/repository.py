@@ -30,11 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from timer_controller.clock import utc_now
-from timer_controller.database import error_code
-from timer_controller.domain import FINISHED_STATUSES, ClaimedTask, Status
-from timer_controller.models import ERROR_MAX_CHARS, Task
-from timer_controller.statements import (
+from timer_controller.db.clock import utc_now
+from timer_controller.db.models import ERROR_MAX_CHARS, Task
+from timer_controller.db.setup import error_code
+from timer_controller.db.statements import (
     RETENTION_LOCK,
     claim_statement,
     per_row,
@@ -42,6 +41,7 @@ from timer_controller.statements import (
     sweep_statement,
     utc_now_sql,
 )
+from timer_controller.domain.task import FINISHED_STATUSES, ClaimedTask, Status
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 
-from timer_controller.clock import DbClock
-from timer_controller.dispatch import Dispatcher
-from timer_controller.domain import ClaimedTask, Outcome, Status
-from timer_controller.metrics import Metrics
-from timer_controller.repository import ClaimResult, OutcomeRecord, TaskRepository
-from timer_controller.retry import Final, decide
-from timer_controller.writer import DatabaseLost, OutcomeWriter
+from timer_controller.db.clock import DbClock
+from timer_controller.db.repository import ClaimResult, OutcomeRecord, TaskRepository
+from timer_controller.delivery.dispatch import Dispatcher
+from timer_controller.domain.retry import Final, decide
+from timer_controller.domain.task import ClaimedTask, Outcome, Status
+from timer_controller.ops.metrics import Metrics
+from timer_controller.runtime.writer import DatabaseLost, OutcomeWriter
 
 log = logging.getLogger(__name__)
 

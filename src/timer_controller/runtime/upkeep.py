@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
-from timer_controller.metrics import Metrics
-from timer_controller.repository import TaskRepository
+from timer_controller.db.repository import TaskRepository
+from timer_controller.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from sqlalchemy import (
     update,
 )
 
-from timer_controller.domain import Status
-from timer_controller.models import Task
+from timer_controller.db.models import Task
+from timer_controller.domain.task import Status
 
 # Named locks are server-wide: the database's name (hashed, as lock names
 # are capped at 64 characters) keeps databases on one server apart.

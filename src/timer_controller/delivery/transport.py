@@ -33,7 +33,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from timer_controller.guard import (
+from timer_controller.delivery.policy import (
     BlockedDestinationError,
     TargetPolicy,
     check_address,

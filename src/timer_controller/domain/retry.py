@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-from timer_controller.domain import RETRYABLE_CLASSES, OutcomeClass, Status
+from timer_controller.domain.task import RETRYABLE_CLASSES, OutcomeClass, Status
 
 
 @dataclass(frozen=True, slots=True)

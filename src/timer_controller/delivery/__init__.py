@@ -1,0 +1,1 @@
+"""One webhook attempt: target policy, request building, signing, transport, dispatch."""

@@ -1,0 +1,1 @@
+"""The domain: task states, outcomes, the retry decision, durations. Pure Python."""

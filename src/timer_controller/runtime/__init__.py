@@ -1,0 +1,1 @@
+"""The controller loop, the outcome writer and upkeep."""
