@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from timer_controller.settings import ConfigError, Settings, load_settings
+from timer_controller.errors import ConfigError
+from timer_controller.settings import Settings, env_name, load_settings
 
 PASSWORD = "pw-Zq8!unmistakable-secret"
 SECRET_1 = "whsec_" + base64.b64encode(b"1" * 32).decode()
@@ -19,9 +20,9 @@ SECRET_2 = "whsec_" + base64.b64encode(b"2" * 24).decode()
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting leaks in from the machine running the tests."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(name.upper() + "_FILE", raising=False)
+    for name, field in Settings.model_fields.items():
+        monkeypatch.delenv(env_name(name, field), raising=False)
+        monkeypatch.delenv(env_name(name, field) + "_FILE", raising=False)
     monkeypatch.delenv("HOSTNAME", raising=False)
     monkeypatch.delenv("HOSTNAME_FILE", raising=False)
 
