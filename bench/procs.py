@@ -27,6 +27,7 @@ MODE_COMMANDS: dict[str, list[str]] = {
     "raw": [sys.executable, "-m", "bench.raw_mode"],
     "controller": [sys.executable, "-m", "timer_controller", "run"],
     "defaults": [sys.executable, "-m", "timer_controller", "run"],
+    "defaults-info": [sys.executable, "-m", "timer_controller", "run"],
 }
 
 

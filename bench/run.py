@@ -27,7 +27,7 @@ from bench.trial import Context
 
 log = logging.getLogger("bench")
 
-MODES = ("seed", "raw", "controller", "defaults")
+MODES = ("seed", "raw", "controller", "defaults", "defaults-info")
 SCENARIOS = ("burst", "steady", "pods", "big-table", "rss")
 
 

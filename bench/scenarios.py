@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 #: First steady task is due this long after the insert, so inserting never makes it late.
 STEADY_LEAD_S = 1.0
 #: Steady rates when no burst was measured: ~10% of a typical capacity here.
-FALLBACK_STEADY_RATE = {"seed": 2.0, "raw": 300.0, "controller": 100.0, "defaults": 100.0}
+FALLBACK_STEADY_RATE = {
+    "seed": 2.0,
+    "raw": 300.0,
+    "controller": 100.0,
+    "defaults": 100.0,
+    "defaults-info": 100.0,
+}
 #: Scaling and memory are about the engine, not its shipped sizes: those run
 #: only the like-for-like modes.
 SIZED_MODES = ("raw", "controller")
