@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from timer_controller.db import statements as sql
 from timer_controller.db.clock import utc_now
 from timer_controller.db.errors import storage_operation
+from timer_controller.db.prepared import Compiled, HeldConnections, compile_once, ids_param
 from timer_controller.db.setup import named_lock
 from timer_controller.domain.task import ClaimedTask, Status, Transition
 
@@ -31,6 +33,8 @@ _NO_SYNC = {"synchronize_session": False}
 # once and never again: caching them would fill SQLAlchemy's statement cache
 # with dead entries that the garbage collector then keeps walking.
 _ONE_OFF = {"synchronize_session": False, "compiled_cache": None}
+# Compiled claim statements kept: a pod needs two or three; tests call with more.
+_MAX_COMPILED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,29 @@ class TaskRepository:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._engine = engine
+        self._held = HeldConnections(engine)
+        self._compiled: dict[tuple[object, ...], Compiled] = {}
+
+    def close_thread_connection(self) -> None:
+        """Close the connection the calling thread kept for its claims, if any."""
+        self._held.drop()
+
+    def _claim_statements(
+        self, owner: str, limit: int, lease_s: float, lookahead_s: float
+    ) -> tuple[Compiled, Compiled]:
+        # A pod claims with one owner, lease and look-ahead, and a few limits.
+        select_key, update_key = ("select", limit, lookahead_s), ("update", owner, lease_s)
+        select, update = self._compiled.get(select_key), self._compiled.get(update_key)
+        if select is None or update is None:
+            if len(self._compiled) > _MAX_COMPILED:
+                self._compiled.clear()
+            dialect = self._engine.dialect
+            select = compile_once(sql.claim_select(limit=limit, lookahead_s=lookahead_s), dialect)
+            update = compile_once(
+                sql.claim_update(task_ids=ids_param(), owner=owner, lease_s=lease_s), dialect
+            )
+            self._compiled[select_key], self._compiled[update_key] = select, update
+        return select, update
 
     # -- the claim loop's hot paths ---------------------------------------
 
@@ -87,16 +114,20 @@ class TaskRepository:
         One short transaction: lock with SKIP LOCKED so concurrent pods get
         disjoint rows, write owner and lease, commit.
         """
-        with self._sessions() as session, session.begin():
-            local_before, started = utc_now(), time.monotonic()
-            rows = session.execute(sql.claim_select(limit=limit, lookahead_s=lookahead_s)).all()
-            selected_at = time.monotonic()
-            if not rows:
-                return ClaimResult(tasks=[])
-            session.execute(
-                sql.claim_update(task_ids=[row.id for row in rows], owner=owner, lease_s=lease_s),
-                execution_options=_NO_SYNC,
-            )
+        conn = self._held.get()
+        # Compiled after connecting: the dialect knows the server by then.
+        select, update = self._claim_statements(owner, limit, lease_s, lookahead_s)
+        try:
+            with conn.begin():
+                local_before, started = utc_now(), time.monotonic()
+                rows = select.run(conn).all()
+                selected_at = time.monotonic()
+                if not rows:
+                    return ClaimResult(tasks=[])
+                update.run(conn, ids=[row.id for row in rows])
+        except SQLAlchemyError:
+            self._held.drop()
+            raise
         db_now: datetime = rows[0].db_now
         tasks = [
             ClaimedTask(

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Delete,
     Insert,
@@ -111,7 +112,9 @@ def claim_select(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
     )
 
 
-def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:
+def claim_update(
+    *, task_ids: Collection[int] | BindParameter[Any], owner: str, lease_s: float
+) -> Update:
     """Mark selected rows claimed; the lease runs from the later of now and ``due_at``."""
     return (
         update(Task)
