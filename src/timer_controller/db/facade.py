@@ -88,8 +88,10 @@ class AsyncStorage:
 
     def close(self) -> None:
         """Let the lanes' threads end; a call still running finishes on its own."""
-        # The claims lane keeps its connection between claims: closed on its own thread.
-        self._claims.submit(self._repo.close_thread_connection)
+        # Claims and writes keep their connections between calls: each is
+        # closed on its own lane's thread, after the work queued before it.
+        for lane in (self._claims, self._writes):
+            lane.submit(self._repo.close_thread_connection)
         for lane in (self._claims, self._writes, self._sweeps, self._upkeep):
             lane.shutdown(wait=False)
 
