@@ -26,6 +26,8 @@ FALLBACK_STEADY_RATE = {
 #: Scaling and memory are about the engine, not its shipped sizes: those run
 #: only the like-for-like modes.
 SIZED_MODES = ("raw", "controller")
+#: Modes whose steady lateness is a target: run --steady-runs times, worst reported.
+LATENESS_MODES = ("defaults-info",)
 #: Each task takes this long at the receiver, so MAX_IN_FLIGHT requests pile up.
 RSS_SLOW_MS = 1000
 RSS_MAX_IN_FLIGHT = 1000
@@ -78,8 +80,11 @@ def steady(
         else:
             rate = FALLBACK_STEADY_RATE[mode]
         count = max(1, round(rate * opts.steady_seconds))
-        plan = Plan("steady", mode, opts.burst_pods, evenly_spread(count, rate), rate_per_s=rate)
-        yield _run(ctx, plan)
+        schedule = evenly_spread(count, rate)
+        # The lateness target is the worst of several runs, each with a new pod.
+        for _ in range(opts.steady_runs if mode in LATENESS_MODES else 1):
+            plan = Plan("steady", mode, opts.burst_pods, schedule, rate_per_s=rate)
+            yield _run(ctx, plan)
 
 
 def pods(ctx: Context, opts: argparse.Namespace) -> Iterator[TrialResult]:
