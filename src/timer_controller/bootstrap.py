@@ -91,6 +91,8 @@ def make_sender(
     """The one send path, chosen once: the transport, or the client when following
     redirects; and what closes it."""
     transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
+    # Start-up work belongs before the first claim, not in the first timer's way.
+    transport.open()
     if not settings.follow_redirects:
         return transport.handle_async_request, transport.aclose
     client = make_http_client(

@@ -126,6 +126,14 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             },
         )
 
+    def open(self) -> None:
+        """Build the connection pool now, inside the running loop.
+
+        Loading the CA certificates takes about 30 ms: done on first use, it
+        stalled the loop just as the first timers fired.
+        """
+        self._session()
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
