@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import db, report
+from bench import db, report, steps
 from bench.claim_latency import BigTableResult
 from bench.metrics import TrialResult
 from bench.scenarios import RSS_MAX_IN_FLIGHT
@@ -132,6 +132,7 @@ def render(
 ) -> str:
     lines = _intro(opts, machine, argv)
     lines += ["", "## Targets", "", *report.targets(results, big)]
+    lines += ["", *steps.lines()]
     lines += _scenario_sections(opts, results)
     if big is not None:
         lines += [
