@@ -31,13 +31,35 @@ from pydantic_settings import (
 
 from timer_controller.delivery.policy import parse_allowed_hosts
 from timer_controller.delivery.signing import decode_secret
-from timer_controller.domain.durations import parse_duration_s
+from timer_controller.domain.durations import DAY_S, format_duration, parse_duration_s
+from timer_controller.domain.text import preview
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
 SECRET_FIELDS = frozenset({"db_password", "webhook_secret"})
+# A *_FILE holds one value; reading a huge file by mistake must not fill memory.
+MAX_FILE_BYTES = 64 * 1024
+# An error message longer than this is cut (the echoed value is cut first).
+MAX_MESSAGE_CHARS = 300
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
+
+# Maximums of the durations, in seconds (the README's settings table lists them).
+# Each is far above any sane value and far below what breaks: asyncio and
+# aiohttp timeouts, and MySQL DATETIME arithmetic, which ends at year 9999
+# and turns an overflow into a silent NULL.
+MAX_RECONNECT_WAIT_S = 300.0
+MAX_POLL_INTERVAL_S = 60.0
+MAX_LOOKAHEAD_S = 3600.0
+MAX_LEASE_S = DAY_S
+MAX_SHUTDOWN_GRACE_S = 3600.0
+MAX_FLUSH_INTERVAL_S = 10.0
+MAX_WEBHOOK_TIMEOUT_S = 3600.0
+MAX_BACKOFF_S = 365 * DAY_S
+MAX_RETENTION_S = 3650 * DAY_S
+MAX_RETRY_NUMBER = 1000
+# MEDIUMTEXT holds at most 16 MiB - 1 bytes: no stored body is larger.
+MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024 - 1
 
 
 class ConfigError(Exception):
@@ -63,10 +85,20 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         if path is None:
             return None, field_name, False
         try:
-            # Secret files conventionally end with a newline that is not part of the value.
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
+            with Path(path).open("rb") as file:
+                raw = file.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"{var}: cannot read {preview(path, 200)}: {exc.strerror}") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"{var}: {preview(path, 200)} is larger than {MAX_FILE_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{var}: {preview(path, 200)} is not UTF-8 text (byte {exc.start} is not valid)"
+            ) from None
+        # Secret files conventionally end with a newline that is not part of the value.
+        return text.rstrip("\r\n"), field_name, False
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -86,18 +118,30 @@ class Settings(BaseSettings):
     db_user: str = Field(min_length=1)
     db_password: SecretStr
     db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
-    retry_number: int = Field(default=10, ge=1)
-    reconnect_wait_s: float = Field(default=1.0, ge=0, alias="reconnect_wait_time")
+    retry_number: int = Field(default=10, ge=1, le=MAX_RETRY_NUMBER)
+    reconnect_wait_s: float = Field(
+        default=1.0, ge=0, le=MAX_RECONNECT_WAIT_S, allow_inf_nan=False, alias="reconnect_wait_time"
+    )
 
     # The loop.
     batch_size: int = Field(default=10, ge=1, le=10_000)
-    poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")
+    poll_interval_s: float = Field(
+        default=0.5, gt=0, le=MAX_POLL_INTERVAL_S, allow_inf_nan=False, alias="poll_interval"
+    )
     #: None: as POLL_INTERVAL (see claim_lookahead_s).
-    lookahead_s: float | None = Field(default=None, ge=0, alias="lookahead")
+    lookahead_s: float | None = Field(
+        default=None, ge=0, le=MAX_LOOKAHEAD_S, allow_inf_nan=False, alias="lookahead"
+    )
     max_in_flight: int = Field(default=100, ge=1, le=100_000)
-    lease_s: float = Field(default=60.0, gt=0, alias="lease_time")
-    shutdown_grace_s: float = Field(default=10.0, ge=0, alias="shutdown_grace")
-    flush_interval_s: float = Field(default=0.02, gt=0, alias="flush_interval")
+    lease_s: float = Field(
+        default=60.0, gt=0, le=MAX_LEASE_S, allow_inf_nan=False, alias="lease_time"
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, le=MAX_SHUTDOWN_GRACE_S, allow_inf_nan=False, alias="shutdown_grace"
+    )
+    flush_interval_s: float = Field(
+        default=0.02, gt=0, le=MAX_FLUSH_INTERVAL_S, allow_inf_nan=False, alias="flush_interval"
+    )
     pod_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -106,18 +150,26 @@ class Settings(BaseSettings):
     )
 
     # Delivery.
-    webhook_timeout_s: float = Field(default=10.0, gt=0, alias="webhook_timeout")
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=MAX_WEBHOOK_TIMEOUT_S, allow_inf_nan=False, alias="webhook_timeout"
+    )
     max_attempts: int = Field(default=3, ge=1, le=1000)
-    retry_backoff_base_s: float = Field(default=1.0, gt=0, alias="retry_backoff_base")
-    retry_backoff_max_s: float = Field(default=3600.0, gt=0, alias="retry_backoff_max")
+    retry_backoff_base_s: float = Field(
+        default=1.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_base"
+    )
+    retry_backoff_max_s: float = Field(
+        default=3600.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_max"
+    )
     webhook_secret: SecretStr | None = None
     follow_redirects: bool = False
     block_private_networks: bool = False
     allowed_hosts: str = ""
-    max_request_body_bytes: int = Field(default=1024 * 1024, ge=0, alias="max_request_body")
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, ge=0, le=MAX_REQUEST_BODY_BYTES, alias="max_request_body"
+    )
 
     # Operations.
-    retention_s: DurationS = Field(default=7 * 86400.0, alias="retention")
+    retention_s: DurationS = Field(default=7 * DAY_S, le=MAX_RETENTION_S, alias="retention")
     cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
@@ -140,8 +192,11 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_secret_is_an_error(cls, value: Any) -> Any:
+        # Taking a blank value for "unset" would silently turn signing off.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty; set it to one or more whsec_ secrets, or unset it")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
@@ -159,14 +214,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
-        if self.lease_s <= self.webhook_timeout_s:
-            raise ValueError(
-                f"LEASE_TIME ({self.lease_s:g}s) must be greater than "
-                f"WEBHOOK_TIMEOUT ({self.webhook_timeout_s:g}s), or a slow request "
-                "would outlive its claim and fire twice"
-            )
-        if self.retry_backoff_max_s < self.retry_backoff_base_s:
-            raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
+        problem = relation_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
@@ -196,6 +246,44 @@ class Settings(BaseSettings):
         )
 
 
+def relation_problem(s: Settings) -> str | None:
+    """Why two valid settings cannot go together, or None.
+
+    Each relation is one that broke delivery when it did not hold.
+    """
+    lease, timeout, flush = s.lease_s, s.webhook_timeout_s, s.flush_interval_s
+    if lease <= timeout:
+        return (
+            f"LEASE_TIME ({lease:g}s) must be greater than WEBHOOK_TIMEOUT ({timeout:g}s), "
+            "or a slow request would outlive its claim and fire twice"
+        )
+    if lease <= timeout + flush:
+        # The outcome write only lands while the claim is held; after the
+        # lease, the task goes back to waiting and fires again.
+        return (
+            f"LEASE_TIME ({lease:g}s) must be greater than WEBHOOK_TIMEOUT + FLUSH_INTERVAL "
+            f"({timeout + flush:g}s), or outcomes would be written after their claim expired "
+            "and the task would fire again"
+        )
+    if s.claim_lookahead_s >= lease:
+        name = "LOOKAHEAD" if s.lookahead_s is not None else "LOOKAHEAD (unset: POLL_INTERVAL)"
+        return (
+            f"{name} ({s.claim_lookahead_s:g}s) must be less than LEASE_TIME ({lease:g}s): "
+            "tasks claimed ahead are held by one pod, and one that dies strands them for "
+            "LOOKAHEAD + LEASE_TIME"
+        )
+    if 3 * s.poll_interval_s >= lease:
+        # /healthz calls the loop stalled after 3 poll intervals without a tick.
+        return (
+            f"LEASE_TIME ({lease:g}s) must be greater than 3 x POLL_INTERVAL "
+            f"({3 * s.poll_interval_s:g}s), or a stalled pod would still look healthy "
+            "after its claims expired and fired elsewhere"
+        )
+    if s.retry_backoff_max_s < s.retry_backoff_base_s:
+        return "RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE"
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings; raise ConfigError with one clear sentence."""
     try:
@@ -215,6 +303,24 @@ def describe_validation_error(exc: ValidationError) -> str:
     var = field.upper()
     if error["type"] == "missing":
         return f"{var} is required but not set (set {var} or {var}{FILE_SUFFIX})"
+    message = _friendly(error["type"], error.get("ctx") or {}, field, message)
     if field in SECRET_FIELDS:
         return f"{var} is invalid: {message}"
-    return f"{var}={error.get('input')!s} is invalid: {message}"
+    return f"{var}={preview(error.get('input'))} is invalid: {preview(message, MAX_MESSAGE_CHARS)}"
+
+
+def _friendly(kind: str, ctx: dict[str, Any], field: str, message: str) -> str:
+    """Pydantic's wording for a bound, in the settings' units."""
+    if kind == "finite_number":
+        return "must be a finite number"
+    if kind == "less_than_equal" and field in _DURATION_ALIASES:
+        most_s = float(ctx["le"])
+        return f"must be at most {format_duration(most_s)} ({most_s:g} seconds)"
+    return message
+
+
+_DURATION_ALIASES = frozenset(
+    env_name(name, field).lower()
+    for name, field in Settings.model_fields.items()
+    if name.endswith("_s")
+)
