@@ -10,12 +10,15 @@ import errno
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 
 import httpx
 
 from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
+from timer_controller.delivery.redaction import scrub
+from timer_controller.delivery.redirects import RedirectingSender
 from timer_controller.delivery.request import InvalidTask, build_request
 from timer_controller.domain.retry import parse_retry_after
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
@@ -79,8 +82,9 @@ class Dispatcher:
     transport (``handle_async_request``, httpx's transport API): the
     client's per-request layers — URL and header merging, auth, cookies,
     redirects — do nothing the controller needs, and cost about a quarter of
-    its CPU per webhook (docs/http-transport.md). With FOLLOW_REDIRECTS the
-    client sends it, redirects and all.
+    its CPU per webhook (docs/http-transport.md). With FOLLOW_REDIRECTS a
+    RedirectingSender follows redirects over the same transport, leaving
+    every redirect's body unread (redirects.py).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Dispatcher:
         self._client = client
         self._transport = transport
         self._follow_redirects = follow_redirects
+        self._redirecting = RedirectingSender(transport, policy=policy)
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._policy = policy
@@ -117,7 +122,11 @@ class Dispatcher:
                 max_body_bytes=self._max_body_bytes,
             )
         except InvalidTask as exc:
-            return Outcome(task.id, OutcomeClass.INVALID, error=str(exc), fired_at=fired_at)
+            reason = scrub(str(exc), task.url)
+            return Outcome(task.id, OutcomeClass.INVALID, error=reason, fired_at=fired_at)
+        except Exception as exc:  # e.g. RecursionError: a row fails alone, whatever it holds
+            reason = scrub(f"cannot build the request: {type(exc).__name__}: {exc}", task.url)
+            return Outcome(task.id, OutcomeClass.INVALID, error=reason[:300], fired_at=fired_at)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -143,7 +152,10 @@ class Dispatcher:
             reason = f"{type(exc).__name__}: {str(exc)[:200] or 'connection closed'}"
             return self._outcome(task, started, fired_at, OutcomeClass.CONNECT_ERROR, reason)
         except Exception as exc:  # one bad task must never stop the loop
-            log.exception("task %d: unexpected error while sending", task.id)
+            trace = "".join(traceback.format_exception(exc))
+            log.error(
+                "task %d: unexpected error while sending: %s", task.id, scrub(trace, task.url)
+            )
             reason = f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
             return self._outcome(task, started, fired_at, OutcomeClass.CONNECT_ERROR, reason)
         klass = classify_status(code)
@@ -165,7 +177,7 @@ class Dispatcher:
             method, _parsed_url(url), headers=headers, content=body, extensions=self._extensions
         )
         if self._follow_redirects:
-            response = await self._client.send(request, stream=True, follow_redirects=True)
+            response = await self._redirecting(request)
         else:
             response = await self._transport.handle_async_request(request)
         try:
@@ -183,5 +195,9 @@ class Dispatcher:
         task: ClaimedTask, started: float, fired_at: datetime, klass: OutcomeClass, error: str
     ) -> Outcome:
         return Outcome(
-            task.id, klass, error=error, fired_at=fired_at, duration_s=time.perf_counter() - started
+            task.id,
+            klass,
+            error=scrub(error, task.url),
+            fired_at=fired_at,
+            duration_s=time.perf_counter() - started,
         )
