@@ -140,10 +140,16 @@ async def fire(task: ClaimedTask, *, policy: TargetPolicy | None = None) -> Outc
         return await dispatcher.fire(task)
 
 
-def task(url: str, **columns: object) -> ClaimedTask:
+def task(url: str, *, headers: str | None = None, body: str | None = None) -> ClaimedTask:
     return ClaimedTask(
-        id=7, url=url, due_at=datetime(2026, 1, 1), attempt=1, max_attempts=3, **columns
-    )  # type: ignore[arg-type]
+        id=7,
+        url=url,
+        due_at=datetime(2026, 1, 1),
+        attempt=1,
+        max_attempts=3,
+        headers=headers,
+        body=body,
+    )
 
 
 def redirect_to(servers: Servers, to: str, *, code: int = 302, body: str = "") -> str:
