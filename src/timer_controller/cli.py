@@ -16,7 +16,8 @@ from timer_controller import __version__
 from timer_controller.delivery.policy import TargetPolicy, check_url
 from timer_controller.domain.durations import parse_duration_s
 from timer_controller.domain.text import quoted
-from timer_controller.settings import ConfigError, load_settings
+from timer_controller.errors import ConfigError
+from timer_controller.settings import load_settings
 
 EXIT_USAGE = 2
 MAX_ATTEMPTS = 1000  # as the MAX_ATTEMPTS setting

@@ -1,8 +1,10 @@
-"""The one settings object, read from the environment.
+"""The settings, read from the environment.
 
-The controller, the operator CLI and ``migrations/env.py`` all read it.
-Any secret can also come from a file named by ``<NAME>_FILE``, as container
-orchestrators pass secrets.
+``Settings`` is the controller's (the operator CLI and ``migrations/env.py``
+read it too); ``WorkerSettings`` is the AMQP worker's, which never touches
+the database and so needs no ``DB_*``. Both share ``_SharedSettings``: the
+delivery, broker and operations settings. Any secret can also come from a
+file named by ``<NAME>_FILE``, as container orchestrators pass secrets.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -31,39 +34,32 @@ from pydantic_settings import (
 
 from timer_controller.delivery.policy import parse_allowed_hosts
 from timer_controller.delivery.signing import decode_secret
-from timer_controller.domain.durations import DAY_S, format_duration, parse_duration_s
+from timer_controller.domain.durations import DAY_S, parse_duration_s
 from timer_controller.domain.text import preview
+from timer_controller.errors import ConfigError
+from timer_controller.setting_limits import (
+    MAX_BACKOFF_S,
+    MAX_FILE_BYTES,
+    MAX_FLUSH_INTERVAL_S,
+    MAX_LEASE_S,
+    MAX_LOOKAHEAD_S,
+    MAX_MESSAGE_CHARS,
+    MAX_POLL_INTERVAL_S,
+    MAX_RECONNECT_WAIT_S,
+    MAX_REQUEST_BODY_BYTES,
+    MAX_RETENTION_S,
+    MAX_RETRY_NUMBER,
+    MAX_SHUTDOWN_GRACE_S,
+    MAX_WEBHOOK_TIMEOUT_S,
+    friendly,
+    relation_problem,
+)
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
-SECRET_FIELDS = frozenset({"db_password", "webhook_secret"})
-# A *_FILE holds one value; reading a huge file by mistake must not fill memory.
-MAX_FILE_BYTES = 64 * 1024
-# An error message longer than this is cut (the echoed value is cut first).
-MAX_MESSAGE_CHARS = 300
+SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "amqp_url"})
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
-
-# Maximums of the durations, in seconds (the README's settings table lists them).
-# Each is far above any sane value and far below what breaks: asyncio and
-# aiohttp timeouts, and MySQL DATETIME arithmetic, which ends at year 9999
-# and turns an overflow into a silent NULL.
-MAX_RECONNECT_WAIT_S = 300.0
-MAX_POLL_INTERVAL_S = 60.0
-MAX_LOOKAHEAD_S = 3600.0
-MAX_LEASE_S = DAY_S
-MAX_SHUTDOWN_GRACE_S = 3600.0
-MAX_FLUSH_INTERVAL_S = 10.0
-MAX_WEBHOOK_TIMEOUT_S = 3600.0
-MAX_BACKOFF_S = 365 * DAY_S
-MAX_RETENTION_S = 3650 * DAY_S
-MAX_RETRY_NUMBER = 1000
-# MEDIUMTEXT holds at most 16 MiB - 1 bytes: no stored body is larger.
-MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024 - 1
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 def env_name(field_name: str, field: FieldInfo) -> str:
@@ -109,38 +105,43 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: the form logs may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_amqp_url(url: str) -> None:
+    # The message never repeats the URL: it may carry a password.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("not a URL such as amqp://user:password@host:5672/vhost") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError("must be amqp://user:password@host:5672/vhost (or amqps://)")
+
+
+class _SharedSettings(BaseSettings):
+    """What the controller and the worker both need."""
+
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
-    # Database.
-    db_host: str = Field(min_length=1)
-    db_port: int = Field(default=3306, ge=1, le=65535)
-    db_user: str = Field(min_length=1)
-    db_password: SecretStr
-    db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    # Connecting (the database for the controller, the broker for both).
     retry_number: int = Field(default=10, ge=1, le=MAX_RETRY_NUMBER)
     reconnect_wait_s: float = Field(
         default=1.0, ge=0, le=MAX_RECONNECT_WAIT_S, allow_inf_nan=False, alias="reconnect_wait_time"
     )
 
-    # The loop.
-    batch_size: int = Field(default=10, ge=1, le=10_000)
-    poll_interval_s: float = Field(
-        default=0.5, gt=0, le=MAX_POLL_INTERVAL_S, allow_inf_nan=False, alias="poll_interval"
-    )
-    #: None: as POLL_INTERVAL (see claim_lookahead_s).
-    lookahead_s: float | None = Field(
-        default=None, ge=0, le=MAX_LOOKAHEAD_S, allow_inf_nan=False, alias="lookahead"
-    )
-    max_in_flight: int = Field(default=100, ge=1, le=100_000)
-    lease_s: float = Field(
-        default=60.0, gt=0, le=MAX_LEASE_S, allow_inf_nan=False, alias="lease_time"
-    )
+    # Stopping, and naming this process in logs.
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, le=MAX_SHUTDOWN_GRACE_S, allow_inf_nan=False, alias="shutdown_grace"
-    )
-    flush_interval_s: float = Field(
-        default=0.02, gt=0, le=MAX_FLUSH_INTERVAL_S, allow_inf_nan=False, alias="flush_interval"
     )
     pod_name: str = Field(
         default_factory=socket.gethostname,
@@ -153,13 +154,6 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, le=MAX_WEBHOOK_TIMEOUT_S, allow_inf_nan=False, alias="webhook_timeout"
     )
-    max_attempts: int = Field(default=3, ge=1, le=1000)
-    retry_backoff_base_s: float = Field(
-        default=1.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_base"
-    )
-    retry_backoff_max_s: float = Field(
-        default=3600.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_max"
-    )
     webhook_secret: SecretStr | None = None
     follow_redirects: bool = False
     block_private_networks: bool = False
@@ -168,9 +162,13 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=0, le=MAX_REQUEST_BODY_BYTES, alias="max_request_body"
     )
 
+    # RabbitMQ.
+    #: Required by the worker, and by the controller with DISPATCH=amqp.
+    amqp_url: SecretStr | None = None
+    #: Queue names start with it, so several timer systems can share a broker.
+    amqp_prefix: str = Field(default="timer", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+
     # Operations.
-    retention_s: DurationS = Field(default=7 * DAY_S, le=MAX_RETENTION_S, alias="retention")
-    cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -185,9 +183,14 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("metrics_port", "lookahead_s", mode="before")
+    @field_validator("metrics_port", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
+    def _blank_port_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("webhook_secret", mode="before")
@@ -206,23 +209,27 @@ class Settings(BaseSettings):
                 decode_secret(secret)
         return value
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_amqp_url(value.get_secret_value().strip())
+        return value
+
     @field_validator("allowed_hosts")
     @classmethod
     def _allowed_hosts_parse(cls, value: str) -> str:
         parse_allowed_hosts(value)
         return value
 
-    @model_validator(mode="after")
-    def _check_relations(self) -> Settings:
-        problem = relation_problem(self)
-        if problem is not None:
-            raise ValueError(problem)
-        return self
+    def _require_amqp_url(self, why: str) -> None:
+        if self.amqp_url is None:
+            raise ValueError(f"AMQP_URL is required {why} (set AMQP_URL or AMQP_URL{FILE_SUFFIX})")
 
     @property
-    def claim_lookahead_s(self) -> float:
-        """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
-        return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
+    def amqp_url_redacted(self) -> str:
+        """AMQP_URL without its password, for logs and messages."""
+        return "" if self.amqp_url is None else redact_url(self.amqp_url.get_secret_value())
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
@@ -246,48 +253,117 @@ class Settings(BaseSettings):
         )
 
 
-def relation_problem(s: Settings) -> str | None:
-    """Why two valid settings cannot go together, or None.
+class Settings(_SharedSettings):
+    """The controller's settings: the shared ones, the database and the loop."""
 
-    Each relation is one that broke delivery when it did not hold.
-    """
-    lease, timeout, flush = s.lease_s, s.webhook_timeout_s, s.flush_interval_s
-    if lease <= timeout:
-        return (
-            f"LEASE_TIME ({lease:g}s) must be greater than WEBHOOK_TIMEOUT ({timeout:g}s), "
-            "or a slow request would outlive its claim and fire twice"
+    # Database.
+    db_host: str = Field(min_length=1)
+    db_port: int = Field(default=3306, ge=1, le=65535)
+    db_user: str = Field(min_length=1)
+    db_password: SecretStr
+    db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
+
+    # The loop.
+    batch_size: int = Field(default=10, ge=1, le=10_000)
+    poll_interval_s: float = Field(
+        default=0.5, gt=0, le=MAX_POLL_INTERVAL_S, allow_inf_nan=False, alias="poll_interval"
+    )
+    #: None: as POLL_INTERVAL (see claim_lookahead_s).
+    lookahead_s: float | None = Field(
+        default=None, ge=0, le=MAX_LOOKAHEAD_S, allow_inf_nan=False, alias="lookahead"
+    )
+    max_in_flight: int = Field(default=100, ge=1, le=100_000)
+    lease_s: float = Field(
+        default=60.0, gt=0, le=MAX_LEASE_S, allow_inf_nan=False, alias="lease_time"
+    )
+    flush_interval_s: float = Field(
+        default=0.02, gt=0, le=MAX_FLUSH_INTERVAL_S, allow_inf_nan=False, alias="flush_interval"
+    )
+
+    # Retries.
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    retry_backoff_base_s: float = Field(
+        default=1.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_base"
+    )
+    retry_backoff_max_s: float = Field(
+        default=3600.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_max"
+    )
+
+    # Retention.
+    retention_s: DurationS = Field(default=7 * DAY_S, le=MAX_RETENTION_S, alias="retention")
+    cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
+
+    # Dispatch through RabbitMQ.
+    #: direct: this process sends the webhooks; amqp: workers do (docs/amqp.md).
+    dispatch: Literal["direct", "amqp"] = "direct"
+    #: How long a task handed to the broker stays claimed (docs/amqp.md, "Leases").
+    queue_lease_s: float = Field(default=600.0, gt=0, le=7 * 86400, alias="queue_lease_time")
+
+    @field_validator("lookahead_s", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("dispatch", mode="before")
+    @classmethod
+    def _dispatch_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        problem = relation_problem(
+            lease_s=self.lease_s,
+            webhook_timeout_s=self.webhook_timeout_s,
+            flush_interval_s=self.flush_interval_s,
+            poll_interval_s=self.poll_interval_s,
+            lookahead_s=self.lookahead_s,
+            backoff_base_s=self.retry_backoff_base_s,
+            backoff_max_s=self.retry_backoff_max_s,
         )
-    if lease <= timeout + flush:
-        # The outcome write only lands while the claim is held; after the
-        # lease, the task goes back to waiting and fires again.
-        return (
-            f"LEASE_TIME ({lease:g}s) must be greater than WEBHOOK_TIMEOUT + FLUSH_INTERVAL "
-            f"({timeout + flush:g}s), or outcomes would be written after their claim expired "
-            "and the task would fire again"
-        )
-    if s.claim_lookahead_s >= lease:
-        name = "LOOKAHEAD" if s.lookahead_s is not None else "LOOKAHEAD (unset: POLL_INTERVAL)"
-        return (
-            f"{name} ({s.claim_lookahead_s:g}s) must be less than LEASE_TIME ({lease:g}s): "
-            "tasks claimed ahead are held by one pod, and one that dies strands them for "
-            "LOOKAHEAD + LEASE_TIME"
-        )
-    if 3 * s.poll_interval_s >= lease:
-        # /healthz calls the loop stalled after 3 poll intervals without a tick.
-        return (
-            f"LEASE_TIME ({lease:g}s) must be greater than 3 x POLL_INTERVAL "
-            f"({3 * s.poll_interval_s:g}s), or a stalled pod would still look healthy "
-            "after its claims expired and fired elsewhere"
-        )
-    if s.retry_backoff_max_s < s.retry_backoff_base_s:
-        return "RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE"
-    return None
+        if problem is not None:
+            raise ValueError(problem)
+        if self.dispatch == "amqp":
+            self._require_amqp_url("with DISPATCH=amqp")
+            if self.queue_lease_s <= self.lease_s + self.claim_lookahead_s:
+                raise ValueError(
+                    f"QUEUE_LEASE_TIME ({self.queue_lease_s:g}s) must be greater than "
+                    f"LEASE_TIME ({self.lease_s:g}s) plus the look-ahead "
+                    f"({self.claim_lookahead_s:g}s), or a queued task could not be "
+                    "started before its claim ends"
+                )
+        return self
+
+    @property
+    def claim_lookahead_s(self) -> float:
+        """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
+        return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
+
+
+class WorkerSettings(_SharedSettings):
+    """``timer-controller worker``: the shared settings and its concurrency; no DB_*."""
+
+    # The worker.
+    #: Requests in flight at once, and the broker's prefetch for this worker.
+    worker_concurrency: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> WorkerSettings:
+        self._require_amqp_url("by the worker")
+        return self
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise ConfigError with one clear sentence."""
+    """Read and validate the controller's settings; raise ConfigError with one clear sentence."""
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def load_worker_settings(**overrides: Any) -> WorkerSettings:
+    """Read and validate the worker's settings (no DB_*); raise ConfigError."""
+    try:
+        return WorkerSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 
@@ -303,24 +379,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     var = field.upper()
     if error["type"] == "missing":
         return f"{var} is required but not set (set {var} or {var}{FILE_SUFFIX})"
-    message = _friendly(error["type"], error.get("ctx") or {}, field, message)
+    is_duration = field in _DURATION_ALIASES
+    message = friendly(
+        error["type"], error.get("ctx") or {}, is_duration=is_duration, message=message
+    )
     if field in SECRET_FIELDS:
         return f"{var} is invalid: {message}"
     return f"{var}={preview(error.get('input'))} is invalid: {preview(message, MAX_MESSAGE_CHARS)}"
 
 
-def _friendly(kind: str, ctx: dict[str, Any], field: str, message: str) -> str:
-    """Pydantic's wording for a bound, in the settings' units."""
-    if kind == "finite_number":
-        return "must be a finite number"
-    if kind == "less_than_equal" and field in _DURATION_ALIASES:
-        most_s = float(ctx["le"])
-        return f"must be at most {format_duration(most_s)} ({most_s:g} seconds)"
-    return message
-
-
+# Environment names (lower case, as pydantic reports them) of every duration.
 _DURATION_ALIASES = frozenset(
     env_name(name, field).lower()
-    for name, field in Settings.model_fields.items()
+    for cls in (Settings, WorkerSettings)
+    for name, field in cls.model_fields.items()
     if name.endswith("_s")
 )

@@ -12,9 +12,10 @@ from datetime import datetime
 
 import pytest
 
-from timer_controller.delivery.dispatch import Dispatcher
+from timer_controller.delivery.dispatch import Dispatcher, Send
 from timer_controller.delivery.policy import TargetPolicy
-from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
+from timer_controller.delivery.redirects import RedirectingSender
+from timer_controller.delivery.transport import GuardedAiohttpTransport
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
 TOKEN = "s3cr3t-query-TOKEN"
@@ -37,13 +38,10 @@ async def fire_against(answer: bytes, *, follow_redirects: bool) -> Outcome:
     port = server.sockets[0].getsockname()[1]
     policy = TargetPolicy()
     transport = GuardedAiohttpTransport(policy=policy, max_connections=2)
-    client = make_http_client(
-        timeout_s=5,
-        max_connections=2,
-        follow_redirects=follow_redirects,
-        policy=policy,
-        user_agent="test",
-        transport=transport,
+    send: Send = (
+        RedirectingSender(transport, policy=policy)
+        if follow_redirects
+        else transport.handle_async_request
     )
     task = ClaimedTask(
         id=1,
@@ -52,18 +50,19 @@ async def fire_against(answer: bytes, *, follow_redirects: bool) -> Outcome:
         attempt=1,
         max_attempts=3,
     )
-    async with server, client:
+    async with server:
         dispatcher = Dispatcher(
-            client,
-            transport=transport,
-            follow_redirects=follow_redirects,
+            send,
             timeout_s=5,
             policy=policy,
             keys=(),
             max_body_bytes=1024,
             db_clock=lambda: datetime(2026, 1, 1),
         )
-        return await dispatcher.fire(task)
+        try:
+            return await dispatcher.fire(task)
+        finally:
+            await transport.aclose()
 
 
 @pytest.mark.parametrize("follow_redirects", [False, True], ids=["direct", "redirects"])

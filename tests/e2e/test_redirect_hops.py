@@ -21,7 +21,8 @@ from aiohttp import web
 
 from timer_controller.delivery.dispatch import Dispatcher
 from timer_controller.delivery.policy import TargetPolicy
-from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
+from timer_controller.delivery.redirects import RedirectingSender
+from timer_controller.delivery.transport import GuardedAiohttpTransport
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
 BOMB_INFLATED_BYTES = 256 * 1024 * 1024
@@ -116,21 +117,12 @@ async def serving() -> AsyncIterator[Servers]:
 
 
 async def fire(task: ClaimedTask, *, policy: TargetPolicy | None = None) -> Outcome:
+    """One attempt as bootstrap wires it with FOLLOW_REDIRECTS=true."""
     policy = policy or TargetPolicy()
     transport = GuardedAiohttpTransport(policy=policy, max_connections=10)
-    client = make_http_client(
-        timeout_s=10,
-        max_connections=10,
-        follow_redirects=True,
-        policy=policy,
-        user_agent="test",
-        transport=transport,
-    )
-    async with client:
+    try:
         dispatcher = Dispatcher(
-            client,
-            transport=transport,
-            follow_redirects=True,
+            RedirectingSender(transport, policy=policy),
             timeout_s=10,
             policy=policy,
             keys=(),
@@ -138,6 +130,8 @@ async def fire(task: ClaimedTask, *, policy: TargetPolicy | None = None) -> Outc
             db_clock=lambda: datetime(2026, 1, 1),
         )
         return await dispatcher.fire(task)
+    finally:
+        await transport.aclose()
 
 
 def task(url: str, *, headers: str | None = None, body: str | None = None) -> ClaimedTask:

@@ -49,18 +49,15 @@ def _fire(task: ClaimedTask) -> tuple[Outcome, list[httpx.Request]]:
 
     async def run() -> Outcome:
         transport = httpx.MockTransport(answer)
-        async with httpx.AsyncClient(transport=transport) as client:
-            dispatcher = Dispatcher(
-                client,
-                transport=transport,
-                follow_redirects=False,
-                timeout_s=5.0,
-                policy=TargetPolicy(),
-                keys=(),
-                max_body_bytes=1024,
-                db_clock=lambda: datetime(2026, 1, 1),
-            )
-            return await dispatcher.fire(task)
+        dispatcher = Dispatcher(
+            transport.handle_async_request,
+            timeout_s=5.0,
+            policy=TargetPolicy(),
+            keys=(),
+            max_body_bytes=1024,
+            db_clock=lambda: datetime(2026, 1, 1),
+        )
+        return await dispatcher.fire(task)
 
     return asyncio.run(run()), sent
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from timer_controller.settings import (
+from timer_controller.errors import ConfigError
+from timer_controller.setting_limits import (
     MAX_BACKOFF_S,
     MAX_FILE_BYTES,
     MAX_FLUSH_INTERVAL_S,
@@ -17,10 +18,8 @@ from timer_controller.settings import (
     MAX_RETENTION_S,
     MAX_SHUTDOWN_GRACE_S,
     MAX_WEBHOOK_TIMEOUT_S,
-    ConfigError,
-    Settings,
-    load_settings,
 )
+from timer_controller.settings import Settings, load_settings
 
 # The variable, its maximum and the other settings that let the maximum
 # itself satisfy every relation.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 #: An echoed value longer than this is cut: a 2 MB setting must not become a 2 MB log line.
-PREVIEW_CHARS = 80
+PREVIEW_CHARS = 120
+#: A value quoted inside a reason, after the value itself was already shown.
+QUOTE_CHARS = 40
 
 
 def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
@@ -18,7 +20,7 @@ def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
     return f"{shown}… ({len(text)} characters)"
 
 
-def quoted(value: str, limit: int = PREVIEW_CHARS) -> str:
+def quoted(value: str, limit: int = QUOTE_CHARS) -> str:
     """``repr(value)`` of a value cut as by ``preview``."""
     if len(value) <= limit:
         return repr(value)
