@@ -96,7 +96,7 @@ def make_sender(
 
 
 async def serve(settings: Settings, engine: Engine) -> int:
-    repo = TaskRepository(engine)
+    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
     metrics = Metrics()
     clock = DbClock()
     storage = AsyncStorage(repo, clock)
