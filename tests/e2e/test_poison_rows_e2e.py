@@ -108,3 +108,34 @@ def test_a_due_timer_never_waits_behind_timers_claimed_ahead(
     )
     assert claimed() <= 2, "more than half the slots held tasks not yet due"
     assert all(statuses(db)[task_id][0] != "done" for task_id in later)
+
+
+def test_large_bodies_held_at_once_are_capped(
+    db: TestDatabase, controllers: Start, receiver: Receiver
+) -> None:
+    """60 rows with 1 MiB bodies to a slow receiver: a pod once held them all (290 MB)."""
+    mib = 1024 * 1024
+    for n in range(60):
+        insert_raw(
+            db,
+            receiver.url("/slow/1500"),
+            {"due_at": "UTC_TIMESTAMP(6)", "body": "REPEAT(:c, :n)"},
+            c=chr(ord("a") + n % 26),
+            n=mib,
+        )
+    controllers(db.env(**FAST_ENV))
+
+    most = 0
+
+    def finished() -> bool:
+        nonlocal most
+        with db.engine.connect() as conn:
+            claimed, done = conn.execute(
+                text("SELECT SUM(status = 'claimed'), SUM(status = 'done') FROM tasks")
+            ).one()
+        most = max(most, int(claimed or 0))
+        return int(done or 0) == 60
+
+    wait_until(finished, timeout_s=60, what="every large body to be delivered", interval_s=0.02)
+    # 24 MiB of bodies held, plus the one batch (BATCH_SIZE=10) claimed past it.
+    assert 0 < most <= 24 + 10, most
