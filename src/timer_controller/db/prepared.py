@@ -20,6 +20,8 @@ from sqlalchemy import BindParameter, Connection, Dialect, Engine, Executable, b
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 
+from timer_controller.db import statements as sql
+
 #: The one parameter rendered at run time: the claimed ids of an UPDATE.
 IDS = "ids"
 
@@ -53,6 +55,46 @@ def compile_once(statement: Executable, dialect: Dialect) -> Compiled:
     order: Sequence[str] = compiled.positiontup or ()
     values = compiled.params
     return Compiled(compiled.string, tuple(values[name] for name in order if name != IDS))
+
+
+class ClaimStatements:
+    """The claim's SELECT and UPDATE, compiled on first use for each set of arguments.
+
+    A pod claims with one owner, lease and look-ahead and a few limits, so
+    a handful of texts serve it for its whole life.
+    """
+
+    MAX_KEPT = 64
+
+    def __init__(self, dialect: Dialect, *, max_body_bytes: int) -> None:
+        self._dialect = dialect
+        self._max_body_bytes = max_body_bytes
+        self._kept: dict[tuple[object, ...], Compiled] = {}
+
+    def select(self, *, limit: int, lookahead_s: float) -> Compiled:
+        key = ("select", limit, lookahead_s)
+        found = self._kept.get(key)
+        if found is None:
+            statement = sql.claim_select(
+                limit=limit, lookahead_s=lookahead_s, max_body_bytes=self._max_body_bytes
+            )
+            found = self._keep(key, statement)
+        return found
+
+    def update(self, *, owner: str, lease_s: float) -> Compiled:
+        key = ("update", owner, lease_s)
+        found = self._kept.get(key)
+        if found is None:
+            statement = sql.claim_update(task_ids=ids_param(), owner=owner, lease_s=lease_s)
+            found = self._keep(key, statement)
+        return found
+
+    def _keep(self, key: tuple[object, ...], statement: Executable) -> Compiled:
+        # Compiled after the first connection: the dialect knows the server by then.
+        if len(self._kept) >= self.MAX_KEPT:
+            self._kept.clear()
+        compiled = self._kept[key] = compile_once(statement, self._dialect)
+        return compiled
 
 
 class HeldConnections:
