@@ -27,7 +27,7 @@ from timer_controller.db.setup import (
 )
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
-from timer_controller.settings import Settings
+from timer_controller.settings import Settings, WorkerSettings
 
 EXIT_OK, EXIT_FAILED = 0, 1
 NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
@@ -60,6 +60,19 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     except DBAPIError as exc:
         print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def execute_worker(settings: WorkerSettings) -> int:
+    """``timer-controller worker``: exit 1 with one line if the broker stays unreachable."""
+    configure(level=settings.log_level, fmt=settings.log_format, pod=settings.pod_name)
+    from timer_controller.bootstrap_worker import run_worker
+    from timer_controller.broker.connection import BrokerUnavailable
+
+    try:
+        return run_worker(settings)
+    except BrokerUnavailable as exc:
+        print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,6 +16,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from timer_controller.domain.task import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,47 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class WorkerMetrics:
+    """``timer-controller worker``'s metrics (``runtime.worker.WorkerMeter``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fired = Counter("timer_worker_fired", "Webhook requests started", registry=r)
+        self.outcomes = Counter(
+            "timer_worker_outcomes", "Delivery attempts ended, by class", ["outcome"], registry=r
+        )
+        self.in_flight = Gauge("timer_worker_in_flight", "Requests being sent now", registry=r)
+        self.request_duration = Histogram(
+            "timer_worker_request_duration_seconds",
+            "Webhook request duration",
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.poison = Counter(
+            "timer_worker_poison_messages", "Malformed hand-offs dead-lettered", registry=r
+        )
+
+    def started(self) -> None:
+        self.fired.inc()
+        self.in_flight.inc()
+
+    def finished(self, outcome: Outcome) -> None:
+        self.in_flight.dec()
+        self.outcomes.labels(outcome.klass.value).inc()
+        self.request_duration.observe(outcome.duration_s)
+
+    def poisoned(self) -> None:
+        self.poison.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Renders(Protocol):
+    def render(self) -> bytes: ...
+
+
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from a daemon thread.
 
@@ -90,7 +134,7 @@ class HealthServer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Renders,
         *,
         port: int,
         alive: Callable[[], bool],
@@ -118,7 +162,7 @@ class HealthServer:
 
 
 def _make_handler(
-    metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
+    metrics: Renders, alive: Callable[[], bool], ready: Callable[[], bool]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
