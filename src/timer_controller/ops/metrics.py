@@ -79,6 +79,27 @@ class Metrics:
             "Database operations retried after a connection error",
             registry=r,
         )
+        # DISPATCH=amqp (docs/amqp.md).
+        self.handoffs_published = Counter(
+            "timer_handoffs_published", "Hand-offs sent to the broker", registry=r
+        )
+        self.handoffs_confirmed = Counter(
+            "timer_handoffs_confirmed", "Hand-offs the broker confirmed", registry=r
+        )
+        self.outcomes_recorded = Counter(
+            "timer_outcomes_recorded", "Outcomes from workers committed", registry=r
+        )
+        self.outcomes_stale = Counter(
+            "timer_outcomes_stale",
+            "Outcomes dropped: their attempt was superseded or already recorded",
+            registry=r,
+        )
+
+    def published(self) -> None:
+        self.handoffs_published.inc()
+
+    def confirmed(self) -> None:
+        self.handoffs_confirmed.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
