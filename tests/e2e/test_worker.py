@@ -6,8 +6,10 @@ The test plays the controller: it publishes hand-offs and reads outcomes.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+
+import pytest
 
 from tests.support.broker import AMQP_URL, TestBroker
 from tests.support.cli_runner import closed_port, run_cli
@@ -160,3 +162,40 @@ def test_amqp_url_is_never_logged(amqp: TestBroker, workers: Workers) -> None:
     assert AMQP_URL not in worker.output.text()
     assert "guest:***@" in worker.output.text()
     assert not isinstance(worker.proc, subprocess.CompletedProcess)
+
+
+@pytest.fixture
+def broker_restored() -> Iterator[None]:
+    """Whatever the test does to the shared broker, it runs and answers again afterwards."""
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], timeout=120, check=False)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], timeout=120, check=True
+        )
+
+
+@pytest.mark.usefixtures("broker_restored")
+def test_a_worker_reconnects_after_a_broker_restart_and_consumes_again(
+    amqp: TestBroker, receiver: Receiver, workers: Workers
+) -> None:
+    worker = workers(amqp.env(**FAST))
+    worker.wait_started()
+
+    # Other engineers share this broker: a few seconds' outage only.
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], timeout=60, check=True)
+    subprocess.run(["rabbitmqctl", "-q", "start_app"], timeout=60, check=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"], timeout=90, check=True
+    )
+    wait_until(
+        lambda: "reconnected to RabbitMQ" in worker.output.text(),
+        timeout_s=60,
+        what="the worker to reconnect",
+    )
+    hand_off(amqp, [receiver.url("/ok")] * 3)
+
+    amqp.wait_count(amqp.topology.outcomes, 3, timeout_s=30)
+    assert worker.proc.poll() is None
+    assert receiver.stats()["unique_ids"] == 3
