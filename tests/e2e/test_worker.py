@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from tests.support.broker import AMQP_URL, TestBroker
@@ -199,3 +200,37 @@ def test_a_worker_reconnects_after_a_broker_restart_and_consumes_again(
     amqp.wait_count(amqp.topology.outcomes, 3, timeout_s=30)
     assert worker.proc.poll() is None
     assert receiver.stats()["unique_ids"] == 3
+
+
+def test_worker_metrics_count_fired_and_outcomes_and_readiness(
+    amqp: TestBroker, receiver: Receiver, workers: Workers
+) -> None:
+    worker = workers(amqp.env(METRICS_PORT="0", **FAST))
+    worker.wait_started()
+    port = int(
+        wait_until(
+            lambda: next(
+                (
+                    line.rsplit(" ", 1)[-1]
+                    for line in worker.output.lines
+                    if "metrics and health on port" in line
+                ),
+                None,
+            ),
+            timeout_s=10,
+            what="the metrics port",
+        )
+    )
+    hand_off(amqp, [receiver.url("/ok"), receiver.url("/ok"), receiver.url("/status/404")])
+    amqp.wait_count(amqp.topology.outcomes, 3)
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        text = http.get("/metrics").text
+        ready = http.get("/readyz").status_code
+
+    assert "timer_worker_fired_total 3.0" in text
+    assert 'timer_worker_outcomes_total{outcome="success"} 2.0' in text
+    assert 'timer_worker_outcomes_total{outcome="final_status"} 1.0' in text
+    assert "timer_worker_in_flight 0.0" in text
+    assert "timer_worker_request_duration_seconds_count 3.0" in text
+    assert ready == 200
