@@ -202,25 +202,19 @@ def test_a_worker_reconnects_after_a_broker_restart_and_consumes_again(
     assert receiver.stats()["unique_ids"] == 3
 
 
+def metrics_port(proc: Controller) -> str:
+    for line in proc.output.lines:
+        if "metrics and health on port" in line:
+            return line.rsplit(" ", 1)[-1]
+    return ""
+
+
 def test_worker_metrics_count_fired_and_outcomes_and_readiness(
     amqp: TestBroker, receiver: Receiver, workers: Workers
 ) -> None:
     worker = workers(amqp.env(METRICS_PORT="0", **FAST))
     worker.wait_started()
-    port = int(
-        wait_until(
-            lambda: next(
-                (
-                    line.rsplit(" ", 1)[-1]
-                    for line in worker.output.lines
-                    if "metrics and health on port" in line
-                ),
-                None,
-            ),
-            timeout_s=10,
-            what="the metrics port",
-        )
-    )
+    port = int(wait_until(lambda: metrics_port(worker), timeout_s=10, what="the metrics port"))
     hand_off(amqp, [receiver.url("/ok"), receiver.url("/ok"), receiver.url("/status/404")])
     amqp.wait_count(amqp.topology.outcomes, 3)
 
