@@ -11,59 +11,22 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from timer_controller.bootstrap import make_dispatcher
 from timer_controller.broker.client import BrokerClient
 from timer_controller.broker.connection import connect
 from timer_controller.broker.links import WorkerLink
 from timer_controller.broker.topology import Topology
-from timer_controller.delivery.dispatch import Dispatcher
-from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
-from timer_controller.delivery.request import USER_AGENT
-from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
 from timer_controller.ops.metrics import HealthServer, WorkerMetrics
 from timer_controller.runtime.worker import Worker, WorkerConfig
-from timer_controller.settings import Settings, WorkerSettings
+from timer_controller.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def make_dispatcher(
-    settings: Settings | WorkerSettings,
-    *,
-    max_connections: int,
-    clock: Callable[[], datetime],
-) -> tuple[Dispatcher, Callable[[], Awaitable[None]]]:
-    """The one dispatcher both modes fire through, and how to close its client."""
-    policy = TargetPolicy(
-        block_private_networks=settings.block_private_networks,
-        allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
-    )
-    transport = GuardedAiohttpTransport(policy=policy, max_connections=max_connections)
-    client = make_http_client(
-        timeout_s=settings.webhook_timeout_s,
-        max_connections=max_connections,
-        follow_redirects=settings.follow_redirects,
-        policy=policy,
-        user_agent=USER_AGENT,
-        transport=transport,
-    )
-    dispatcher = Dispatcher(
-        client,
-        transport=transport,
-        follow_redirects=settings.follow_redirects,
-        timeout_s=settings.webhook_timeout_s,
-        policy=policy,
-        keys=settings.signing_keys,
-        max_body_bytes=settings.max_request_body_bytes,
-        db_clock=clock,
-    )
-    return dispatcher, client.aclose
 
 
 def run_worker(settings: WorkerSettings) -> int:

@@ -1,7 +1,8 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
 Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done. Database errors end in one line, never a traceback.
+could not be done, 2 a start-up problem that is not the database (a port in
+use). Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError, ProgrammingError
-
+from timer_controller.bootstrap import database_url, prepare_database
 from timer_controller.db.repository import TaskRepository, TaskView
-from timer_controller.db.setup import (
-    DatabaseUnavailable,
-    describe_error,
-    error_code,
-    make_engine,
-    prepare,
-    server_url,
-    wait_for_server,
-)
+from timer_controller.db.setup import make_engine, wait_for_server
+from timer_controller.domain.task import Status
+from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
 from timer_controller.settings import Settings, WorkerSettings
 
-EXIT_OK, EXIT_FAILED = 0, 1
-NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
@@ -41,25 +34,25 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
 
             return run_controller(settings)
         if command == "migrate":
-            prepare(settings).dispose()
+            prepare_database(settings).dispose()
             print(f"database {settings.db_name} is at the latest schema")
             return EXIT_OK
         return _operate(settings, args)
+    except StartupError as exc:
+        print(f"timer-controller: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except ProgrammingError as exc:
-        if error_code(exc) == NO_SUCH_TABLE:
-            print(
-                f"timer-controller: database {settings.db_name} has no tasks table; "
-                "run `timer-controller migrate` first",
-                file=sys.stderr,
-            )
-        else:
-            print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+    except SchemaMissing:
+        print(
+            f"timer-controller: database {settings.db_name} has no tasks table; "
+            "run `timer-controller migrate` first",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
-    except DBAPIError as exc:
-        print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"timer-controller: database error: {exc.reason}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -77,7 +70,7 @@ def execute_worker(settings: WorkerSettings) -> int:
 
 
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(server_url(settings, database=settings.db_name), pool_size=1)
+    engine = make_engine(database_url(settings, database=settings.db_name), pool_size=1)
     try:
         wait_for_server(
             engine,
@@ -116,7 +109,7 @@ def _schedule(repo: TaskRepository, args: argparse.Namespace) -> int:
 def describe(task: TaskView, now: datetime) -> str:
     attempts = f"{task.attempts}" + (f" of {task.max_attempts}" if task.max_attempts else "")
     lines = [f"task {task.id}: {task.status}", f"  url: {task.method or 'POST'} {task.url}"]
-    if task.status in ("waiting", "claimed"):
+    if task.status in (Status.WAITING, Status.CLAIMED):
         left_s = (task.due_at - now).total_seconds()
         when = f"in {left_s:.1f}s" if left_s > 0 else f"{-left_s:.1f}s ago (firing now)"
         lines.append(f"  due: {task.due_at:%Y-%m-%dT%H:%M:%S.%f}Z ({when})")
@@ -148,7 +141,7 @@ def _cancel(repo: TaskRepository, task_id: int) -> int:
     task = repo.get(task_id)
     if task is None:
         print(f"timer-controller: no task with id {task_id}", file=sys.stderr)
-    elif task.status == "claimed":
+    elif task.status == Status.CLAIMED:
         print(
             f"timer-controller: task {task_id} is firing now; too late to cancel", file=sys.stderr
         )
@@ -162,8 +155,8 @@ def _cancel(repo: TaskRepository, task_id: int) -> int:
 
 def _stats(repo: TaskRepository) -> int:
     stats = repo.stats()
-    for status in ("waiting", "claimed", "done", "failed", "cancelled"):
-        print(f"{status:>10}: {stats.by_status.get(status, 0)}")
+    for status in Status:
+        print(f"{status.value:>10}: {stats.by_status.get(status.value, 0)}")
     if stats.oldest_due_waiting is None:
         print("oldest waiting: none")
     else:

@@ -35,16 +35,13 @@ from pydantic_settings import (
 from timer_controller.delivery.policy import parse_allowed_hosts
 from timer_controller.delivery.signing import decode_secret
 from timer_controller.domain.durations import parse_duration_s
+from timer_controller.errors import ConfigError
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
 SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "amqp_url"})
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 def env_name(field_name: str, field: FieldInfo) -> str:

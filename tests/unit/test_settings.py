@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from timer_controller.errors import ConfigError
 from timer_controller.settings import (
-    ConfigError,
     Settings,
     WorkerSettings,
     env_name,
