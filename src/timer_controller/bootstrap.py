@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Engine
 
@@ -36,6 +36,9 @@ from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
 from timer_controller.runtime.writer import OutcomeWriter
 from timer_controller.settings import Settings, WorkerSettings
+
+if TYPE_CHECKING:
+    from timer_controller.bootstrap_amqp import ControllerSide
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +133,21 @@ async def serve(settings: Settings, engine: Engine) -> int:
     metrics = Metrics()
     clock = DbClock()
     storage = AsyncStorage(repo, clock)
-    dispatcher, close_sender = make_dispatcher(
-        settings, max_connections=settings.max_in_flight, clock=clock.now
-    )
     owner = owner_id(settings.pod_name)
+    amqp: ControllerSide | None = None
+    if settings.dispatch == "amqp":
+        # Imported only now: direct mode never loads aio-pika.
+        from timer_controller.bootstrap_amqp import ControllerSide
+
+        try:
+            amqp = await ControllerSide.open(settings, metrics, owner=owner)
+        except BaseException:
+            storage.close()
+            raise
     writer = OutcomeWriter(
         storage,
-        owner=owner,
+        # In amqp mode any controller records any task's outcome: by attempt only.
+        owner=owner if amqp is None else None,
         flush_interval_s=settings.flush_interval_s,
         flush_batch=FLUSH_BATCH,
         retry_number=settings.retry_number,
@@ -144,22 +155,30 @@ async def serve(settings: Settings, engine: Engine) -> int:
         metrics=metrics,
     )
     config = from_settings(
-        LoopConfig, settings, owner=owner, lookahead_s=settings.claim_lookahead_s
+        LoopConfig,
+        settings,
+        owner=owner,
+        lookahead_s=settings.claim_lookahead_s,
+        # A handed-off task stays claimed while queued (docs/amqp.md, "Leases").
+        lease_s=settings.lease_s if amqp is None else settings.queue_lease_s,
     )
-    controller = Controller(
-        storage,
-        dispatcher,
-        writer,
-        config,
-        retry=from_settings(
-            RetryPolicy,
-            settings,
-            base_s=settings.retry_backoff_base_s,
-            max_s=settings.retry_backoff_max_s,
-        ),
-        metrics=metrics,
-        db_now=clock.now,
+    retry = from_settings(
+        RetryPolicy,
+        settings,
+        base_s=settings.retry_backoff_base_s,
+        max_s=settings.retry_backoff_max_s,
     )
+    controller: Controller
+    if amqp is None:
+        dispatcher, close_sender = make_dispatcher(
+            settings, max_connections=settings.max_in_flight, clock=clock.now
+        )
+        controller = Controller(
+            storage, dispatcher, writer, config, retry=retry, metrics=metrics, db_now=clock.now
+        )
+    else:
+        controller = amqp.controller(storage, writer, config, retry=retry, db_now=clock.now)
+        close_sender = amqp.close
     upkeep = Upkeep(
         storage,
         metrics,
@@ -176,8 +195,10 @@ async def serve(settings: Settings, engine: Engine) -> int:
         await close_sender()
         raise
     log.info(
-        "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",
+        "controller %s started: %s dispatch, batch %d, up to %d in flight, poll %gs, "
+        "look-ahead %gs",
         owner,
+        settings.dispatch,
         settings.batch_size,
         settings.max_in_flight,
         settings.poll_interval_s,
@@ -190,11 +211,17 @@ async def serve(settings: Settings, engine: Engine) -> int:
     gc.collect()
     gc.freeze()
     chores = asyncio.create_task(upkeep.run(stop))
+    intake_stopper = None
+    if amqp is not None:
+        await amqp.start_intake(prefetch=2 * FLUSH_BATCH)
+        intake_stopper = asyncio.create_task(amqp.stop_intake_on(stop))
     try:
         code = await controller.run(stop)
     finally:
         stop.set()
         await chores
+        if intake_stopper is not None:
+            await intake_stopper
         storage.close()
         await close_sender()
         if health is not None:

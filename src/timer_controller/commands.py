@@ -1,8 +1,9 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
-Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done, 2 a start-up problem that is not the database (a port in
-use). Errors end in one line, never a traceback.
+Exit codes: 0 success, 1 the database (or, with DISPATCH=amqp and for
+``worker``, the broker) could not be reached or the operation could not be
+done, 2 a start-up problem that is neither (a port in use). Errors end in
+one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from timer_controller.bootstrap import database_url, prepare_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
-from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
+from timer_controller.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    SchemaMissing,
+    StartupError,
+    StorageError,
+)
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
 from timer_controller.settings import Settings, WorkerSettings
@@ -41,7 +48,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, BrokerUnavailable) as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except SchemaMissing:
@@ -59,8 +66,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
 def execute_worker(settings: WorkerSettings) -> int:
     """``timer-controller worker``: exit 1 with one line if the broker stays unreachable."""
     configure(level=settings.log_level, fmt=settings.log_format, pod=settings.pod_name)
-    from timer_controller.bootstrap_worker import run_worker
-    from timer_controller.broker.connection import BrokerUnavailable
+    from timer_controller.bootstrap_amqp import run_worker
 
     try:
         return run_worker(settings)

@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from timer_controller.domain.messages import BrokerError, decode_handoff
+from timer_controller.domain.messages import decode_handoff
 from timer_controller.domain.task import ClaimedTask
+from timer_controller.errors import BrokerError
 from timer_controller.runtime.handoff import (
     LEASE_SLACK_S,
     HandOff,

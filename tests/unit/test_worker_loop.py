@@ -10,8 +10,9 @@ from typing import Any, ParamSpec
 
 import pytest
 
-from timer_controller.domain.messages import BrokerError, decode_outcome, encode_handoff
+from timer_controller.domain.messages import decode_outcome, encode_handoff
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
+from timer_controller.errors import BrokerError
 from timer_controller.runtime.worker import Delivery, Worker, WorkerConfig
 
 DUE = datetime(2026, 12, 1, 10, 0, 0)

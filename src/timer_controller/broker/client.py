@@ -22,7 +22,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
 from timer_controller.broker.topology import PERSISTENT, Topology, declare, declare_all
-from timer_controller.domain.messages import BrokerError
+from timer_controller.errors import BrokerError
 
 log = logging.getLogger(__name__)
 

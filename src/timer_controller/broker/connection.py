@@ -19,17 +19,13 @@ import aiormq
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
-from timer_controller.domain.messages import BrokerError
+from timer_controller.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 #: Longest pause between reconnect attempts during a long outage.
 MAX_RECONNECT_WAIT_S = 30.0
-
-
-class BrokerUnavailable(BrokerError):
-    """The broker stayed unreachable through every start-up try."""
 
 
 def reconnect_wait_s(base_s: float, outage_s: float) -> float:

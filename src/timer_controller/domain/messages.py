@@ -30,14 +30,6 @@ class MalformedMessage(ValueError):
     """A message body is not a valid hand-off or outcome; the text says why."""
 
 
-class BrokerError(Exception):
-    """The broker could not take or confirm a message, or the connection is gone.
-
-    Raised by the broker adapter, so the loops handle broker faults without
-    knowing the client library.
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
     """An outcome as it travels back: the attempt it belongs to and its result."""

@@ -16,8 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from timer_controller.domain.messages import BrokerError, encode_handoff
-from timer_controller.domain.task import ClaimedTask
+from timer_controller.domain.messages import encode_handoff
+from timer_controller.domain.retry import RetryPolicy
+from timer_controller.domain.task import ClaimedTask, Outcome
+from timer_controller.errors import BrokerError
+from timer_controller.ops.metrics import Metrics
+from timer_controller.runtime.controller import Controller, LoopConfig, _Slot
+from timer_controller.runtime.ports import ClaimStore, DbClock
+from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +102,49 @@ class HandOff:
             self._meter.confirmed()
             return True
         return False
+
+
+class HandOffController(Controller):
+    """The claim loop of DISPATCH=amqp: claim as in direct mode, hand off when due.
+
+    A slot is free once its hand-off is confirmed. Outcomes come back
+    through ``runtime.intake`` and are recorded with ``record``, which any
+    controller may do for any task.
+    """
+
+    def __init__(
+        self,
+        claims: ClaimStore,
+        handoff: HandOff,
+        writer: OutcomeWriter,
+        config: LoopConfig,
+        *,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        db_now: DbClock,
+    ) -> None:
+        super().__init__(claims, None, writer, config, retry=retry, metrics=metrics, db_now=db_now)
+        self._handoff = handoff
+
+    def record(self, task: ClaimedTask, outcome: Outcome, *, on_commit: OnCommit) -> None:
+        """A worker's outcome: decided, counted and logged as in direct mode, acked on commit."""
+        self._record(task, outcome, on_commit=on_commit)
+
+    def _may_claim(self) -> bool:
+        # A claim the broker cannot take would only wait for its lease.
+        return self._handoff.ready
+
+    async def _fire(self, slot: _Slot, fire_at: float) -> None:
+        if not await self._handoff.send(slot.task, fire_at=fire_at):
+            log.warning(
+                "task %d: the broker did not take the hand-off; handing the claim back",
+                slot.task.id,
+                extra={"event": "handoff_failed", "task_id": slot.task.id},
+            )
+            await self._release([slot])
+
+    async def _unanswered(self, slots: list[_Slot]) -> None:
+        # Publishes cut short at shutdown may or may not have reached the queue.
+        # Handing the claims back is safe either way: a worker's outcome for
+        # the same attempt is recorded or, once superseded, dropped as stale.
+        await self._release(slots)

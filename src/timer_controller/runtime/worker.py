@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from timer_controller.domain.messages import (
-    BrokerError,
     MalformedMessage,
     decode_handoff,
     encode_outcome,
 )
 from timer_controller.domain.task import ClaimedTask, Outcome
+from timer_controller.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
