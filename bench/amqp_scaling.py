@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -214,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--light-seconds", type=float, default=10.0)
     p.add_argument("--timeout", type=float, default=600.0, help="max wait per trial, seconds")
     p.add_argument("--output", type=Path, default=db.REPO_ROOT / "docs" / "benchmarks-amqp.md")
+    p.add_argument("--json", type=Path, help="also write raw results as JSON here")
     p.add_argument("--work-dir", type=Path, default=db.REPO_ROOT / "bench" / "results")
     return p.parse_args(argv)
 
@@ -254,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             conn.close()
     text = render(rows, opts)
     opts.output.write_text(text)
+    if opts.json:
+        raw = [
+            {"setup": r.setup.label, "statements_per_task": r.statements_per_task}
+            | r.result.as_dict()
+            for r in rows
+        ]
+        opts.json.write_text(json.dumps(raw, indent=1))
     print(text)
     return 0
 

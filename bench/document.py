@@ -156,6 +156,8 @@ HOW_TO_RUN = [
     "python -m bench -n 2000 --scenarios burst,steady --seed-seconds 5 --steady-seconds 3 \\",
     "    --output /tmp/quick.md            # a quick look",
     "python -m bench --modes raw,controller --controller-env BATCH_SIZE=100  # try a setting",
+    "python -m bench.amqp_scaling         # DISPATCH=amqp against direct (issue 11); "
+    "writes docs/benchmarks-amqp.md",
     "```",
     "",
     "It creates a scratch database `bench_<random>`, runs `python -m timer_controller migrate`, "
