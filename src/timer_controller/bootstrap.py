@@ -189,7 +189,7 @@ async def serve(settings: Settings, engine: Engine) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
     try:
-        health = _start_health(settings, metrics, controller, repo, engine)
+        health = _start_health(settings, metrics, controller, repo, engine, amqp)
     except StartupError:
         storage.close()
         await close_sender()
@@ -242,6 +242,7 @@ def _start_health(
     controller: Controller,
     repo: TaskRepository,
     engine: Engine,
+    amqp: ControllerSide | None = None,
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -251,6 +252,8 @@ def _start_health(
         return time.monotonic() - controller.last_tick <= stale_after_s
 
     def ready() -> bool:
+        if amqp is not None and not amqp.client.connected:
+            return False  # it could neither hand off nor record outcomes
         repo.ping()
         return current_revision_is_head(engine)
 
