@@ -20,7 +20,7 @@ from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
 from timer_controller.errors import (
-    BrokerUnavailable,
+    BrokerError,
     DatabaseUnavailable,
     SchemaMissing,
     StartupError,
@@ -48,7 +48,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DatabaseUnavailable, BrokerUnavailable) as exc:
+    except (DatabaseUnavailable, BrokerError) as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except SchemaMissing:
@@ -70,7 +70,7 @@ def execute_worker(settings: WorkerSettings) -> int:
 
     try:
         return run_worker(settings)
-    except BrokerUnavailable as exc:
+    except BrokerError as exc:  # unreachable at start-up, or a queue it cannot use
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

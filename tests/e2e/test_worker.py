@@ -228,3 +228,21 @@ def test_worker_metrics_count_fired_and_outcomes_and_readiness(
     assert "timer_worker_in_flight 0.0" in text
     assert "timer_worker_request_duration_seconds_count 3.0" in text
     assert ready == 200
+
+
+def test_a_queue_declared_otherwise_ends_the_worker_with_one_line(amqp: TestBroker) -> None:
+    prefix = amqp.prefix + "-classic"
+    clash = TestBroker(prefix)
+    clash.declare_classic(clash.topology.deliveries)
+    try:
+        result = run_cli({**amqp.env(**FAST), "AMQP_PREFIX": prefix}, "worker")
+    finally:
+        clash.delete()
+
+    assert result.code == 1
+    [line] = result.stderr_lines()
+    assert line.startswith(
+        f"timer-controller: RabbitMQ at amqp://guest:***@127.0.0.1:5672/: "
+        f"cannot declare the {prefix}.* queues: "
+    )
+    assert "Traceback" not in result.output

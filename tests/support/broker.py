@@ -57,6 +57,14 @@ class TestBroker:
 
         _on_channel(work)
 
+    def declare_classic(self, queue: str) -> None:
+        """A classic queue where a quorum queue is expected: a misconfigured broker."""
+
+        async def work(channel: AbstractChannel) -> None:
+            await channel.declare_queue(queue, durable=True)
+
+        _on_channel(work)
+
     def publish(self, queue: str, body: bytes) -> None:
         async def work(channel: AbstractChannel) -> None:
             message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
@@ -100,6 +108,7 @@ class TestBroker:
     def delete(self) -> None:
         async def work(channel: AbstractChannel) -> None:
             for name in self.topology.names:
+                # Deleting a queue that was never declared is not an error.
                 await channel.queue_delete(name)
 
         _on_channel(work)

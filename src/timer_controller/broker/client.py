@@ -77,8 +77,14 @@ class BrokerClient:
     async def open(self) -> None:
         """The publishing channel, and every queue declared."""
         channel = self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.initialize(timeout=PUBLISH_TIMEOUT_S)
-        await declare_all(channel, self.topology)
+        try:
+            await channel.initialize(timeout=PUBLISH_TIMEOUT_S)
+            await declare_all(channel, self.topology)
+        except _BROKER_ERRORS as exc:
+            # e.g. a queue of that name exists with other arguments (not a quorum queue).
+            raise BrokerError(
+                f"cannot declare the {self.topology.prefix}.* queues: {_reason(exc)}"
+            ) from None
         self._publish_channel = channel
 
     async def publish(
