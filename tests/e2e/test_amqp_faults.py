@@ -16,7 +16,7 @@ from tests.support.broker import AMQP_URL, TestBroker
 from tests.support.cli_runner import closed_port, run_cli
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
-from tests.support.tasks import FAST_ENV
+from tests.support.tasks import FAST_ENV, insert_task
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -59,7 +59,7 @@ def seen_ids(receiver: Receiver) -> set[int]:
 
 
 def amqp_env(db: TestDatabase, amqp: TestBroker, **extra: str) -> dict[str, str]:
-    return db.env(**AMQP_ENV, **amqp.env(**extra))
+    return db.env(**{**AMQP_ENV, **amqp.env(**extra)})
 
 
 def worker_env(amqp: TestBroker, **extra: str) -> dict[str, str]:
@@ -216,3 +216,29 @@ def test_a_poison_outcome_is_dead_lettered_and_recording_goes_on(
     assert amqp.take(amqp.topology.dead) == [b"]not an outcome["]
     assert "dead-lettered a malformed outcome" in controller.output.text()
     assert seen_ids(receiver) == set(ids)
+
+
+def test_a_controller_killed_before_its_publish_is_rescued_by_the_lease_sweep(
+    db: TestDatabase, amqp: TestBroker, receiver: Receiver, controllers: Procs, workers: Procs
+) -> None:
+    # A short queue lease, so the rescue comes within the test; the look-ahead
+    # claims the task seconds before it is due, and the controller dies holding it.
+    env = amqp_env(db, amqp, LOOKAHEAD="6", LEASE_TIME="3", QUEUE_LEASE_TIME="10")
+    doomed = controllers(env)
+    doomed.wait_started()
+    task_id = insert_task(db, receiver.url("/ok"), in_s=4)
+    wait_until(
+        lambda: count_by_status(db.engine) == {"claimed": 1},
+        timeout_s=20,
+        what="the task to be claimed ahead of its due time",
+    )
+
+    doomed.kill()
+    doomed.wait(10)
+    assert amqp.count(amqp.topology.deliveries) == 0  # never handed off
+    controllers(env).wait_started()
+    workers(worker_env(amqp)).wait_started()
+
+    wait_all_done(db, 1, timeout_s=60)
+    assert seen_ids(receiver) == {task_id}
+    assert receiver.stats()["count"] == 1
