@@ -223,10 +223,10 @@ def test_a_controller_killed_before_its_publish_is_rescued_by_the_lease_sweep(
 ) -> None:
     # A short queue lease, so the rescue comes within the test; the look-ahead
     # claims the task seconds before it is due, and the controller dies holding it.
-    env = amqp_env(db, amqp, LOOKAHEAD="6", LEASE_TIME="3", QUEUE_LEASE_TIME="10")
+    env = amqp_env(db, amqp, LOOKAHEAD="4", LEASE_TIME="4.5", QUEUE_LEASE_TIME="10")
     doomed = controllers(env)
     doomed.wait_started()
-    task_id = insert_task(db, receiver.url("/ok"), in_s=4)
+    task_id = insert_task(db, receiver.url("/ok"), in_s=3)
     wait_until(
         lambda: count_by_status(db.engine) == {"claimed": 1},
         timeout_s=20,

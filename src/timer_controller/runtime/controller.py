@@ -19,7 +19,7 @@ from datetime import datetime
 
 from timer_controller.domain.retry import RetryPolicy, decide
 from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
-from timer_controller.errors import DatabaseUnavailable, StorageError
+from timer_controller.errors import BadData, DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
 from timer_controller.runtime.writer import OnCommit, OutcomeWriter
@@ -27,6 +27,12 @@ from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 log = logging.getLogger(__name__)
 
 NO_ANSWER_BEFORE_SHUTDOWN = "no answer before shutdown"
+# Row bodies held at once, in characters. A held body costs two or three
+# times its size (the text, its encoding, the socket's buffer): 100 slots of
+# 1 MiB bodies took a pod to 290 MB. Past this, no claim is made until some
+# are sent, which keeps a pod at the shipped defaults under 200 MB (the
+# rss-hostile benchmark); a pod of small bodies never gets near it.
+MAX_HELD_BODY_CHARS = 24 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,15 @@ def claim_size(*, free_slots: int, batch_size: int, max_in_flight: int) -> int:
     return min(batch, free_slots) if free_slots >= max(1, batch // 2) else 0
 
 
+def lookahead_room(*, held_ahead: int, max_in_flight: int) -> int:
+    """How many more tasks not yet due a claim may take now.
+
+    At most half the slots ever hold tasks claimed ahead of their time; the
+    rest stay free for tasks already due, which must never wait behind them.
+    """
+    return max(0, max_in_flight // 2 - held_ahead)
+
+
 @dataclass(eq=False, slots=True)
 class _Slot:
     """One claimed attempt held by this process, from claim to recorded outcome.
@@ -105,6 +120,9 @@ class Controller:
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
 
+    def _held_body_chars(self) -> int:
+        return sum(len(s.task.body) for s in self._slots if s.task.body is not None)
+
     @property
     def held(self) -> int:
         """Claimed attempts not yet recorded."""
@@ -137,6 +155,8 @@ class Controller:
                 batch_size=config.batch_size,
                 max_in_flight=config.max_in_flight,
             )
+            if self._held_body_chars() >= MAX_HELD_BODY_CHARS:
+                limit = 0  # memory, not slots, is what runs out: wait for bodies to go
             if limit == 0:
                 self._slot_freed.clear()
                 await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
@@ -145,12 +165,12 @@ class Controller:
                 await _wait_any(stop, timeout_s=config.poll_interval_s)
                 continue
             try:
-                batch = await self._claims.claim(
-                    owner=config.owner,
-                    limit=limit,
-                    lease_s=config.lease_s,
-                    lookahead_s=config.claim_horizon_s,
-                )
+                claimed = await self._claim(limit)
+            except BadData as exc:
+                # A row's value, not the connection: waiting a while is all there is to do.
+                log.error("claim refused by the database: %s", exc.reason)
+                await _wait_any(stop, timeout_s=config.poll_interval_s)
+                continue
             except StorageError as exc:
                 failures += 1
                 self._metrics.db_reconnects.inc()
@@ -162,16 +182,41 @@ class Controller:
                 await _wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
             failures = 0
-            self._start(batch)
-            if len(batch.tasks) < limit:
+            if claimed < limit:
                 # Nothing more is due within the look-ahead window.
                 await _wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
-    def _start(self, batch: ClaimBatch) -> None:
+    async def _claim(self, limit: int) -> int:
+        """Claim up to ``limit`` tasks and start them; how many were claimed.
+
+        Tasks due now come first; tasks due within the look-ahead only while
+        ``lookahead_room`` allows, so they never take the slots due ones need.
+        """
+        config = self._config
+        held_ahead = sum(1 for s in self._slots if s.sent_at is None)
+        room = lookahead_room(held_ahead=held_ahead, max_in_flight=config.max_in_flight)
+        horizon_s = config.claim_horizon_s
+        claimed, ahead = 0, limit
+        if horizon_s <= 0 or room < limit:
+            claimed = self._start(await self._claim_within(limit, 0.0))
+            ahead = min(limit - claimed, room) if horizon_s > 0 else 0
+        if ahead > 0:
+            claimed += self._start(await self._claim_within(ahead, horizon_s))
+        return claimed
+
+    async def _claim_within(self, limit: int, lookahead_s: float) -> ClaimBatch:
+        return await self._claims.claim(
+            owner=self._config.owner,
+            limit=limit,
+            lease_s=self._config.lease_s,
+            lookahead_s=lookahead_s,
+        )
+
+    def _start(self, batch: ClaimBatch) -> int:
         if not batch.tasks:
-            return
+            return 0
         self._metrics.claimed.inc(len(batch.tasks))
         ids = [t.id for t in batch.tasks]
         log.info(
@@ -182,6 +227,7 @@ class Controller:
             slot.handle = asyncio.create_task(self._deliver(slot, batch.selected_at + task.delay_s))
             self._slots.add(slot)
         self._metrics.held.set(len(self._slots))
+        return len(batch.tasks)
 
     async def _deliver(self, slot: _Slot, fire_at: float) -> None:
         try:
