@@ -49,6 +49,8 @@ class Task(Base):
         Index("ix_tasks_status_due_at", "status", "due_at"),
         # Retention finds old finished rows without a scan.
         Index("ix_tasks_status_finished_at", "status", "finished_at"),
+        # The dashboard's last hour of firing and lateness, read index-only (0003).
+        Index("ix_tasks_fired_at", "fired_at", "status", "attempts", "due_at"),
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="ck_tasks_status"),
         {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"},
     )
