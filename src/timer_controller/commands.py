@@ -1,7 +1,8 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
 Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done. Database errors end in one line, never a traceback.
+could not be done, 2 the api cannot listen where it was told to. Database
+errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
+from timer_controller.api.server import ListenError
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import (
     DatabaseUnavailable,
@@ -29,7 +31,7 @@ from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
 from timer_controller.settings import Settings
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
 
 
@@ -40,6 +42,10 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
             from timer_controller.bootstrap import run_controller
 
             return run_controller(settings)
+        if command == "api":
+            from timer_controller.bootstrap import run_api
+
+            return run_api(settings)
         if command == "migrate":
             prepare(settings).dispose()
             print(f"database {settings.db_name} is at the latest schema")
@@ -48,6 +54,9 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ListenError as exc:
+        print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ProgrammingError as exc:
         if error_code(exc) == NO_SUCH_TABLE:
             print(

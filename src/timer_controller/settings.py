@@ -8,6 +8,7 @@ orchestrators pass secrets.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,7 +36,12 @@ from timer_controller.domain.durations import parse_duration_s
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
-SECRET_FIELDS = frozenset({"db_password", "webhook_secret"})
+SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "api_tokens"})
+# RFC 6750 b64token; a short token is guessable, so the api refuses one.
+_API_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+API_TOKEN_MIN_CHARS = 16
+# 100 years: far beyond any sane timer, well inside DATETIME's range.
+MAX_API_HORIZON_S = 100 * 365 * 86400.0
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
 
@@ -123,6 +129,17 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    # The HTTP API (``timer-controller api``).
+    api_host: str = Field(default="0.0.0.0", min_length=1)
+    #: 0 picks a free port (the api logs the one it got).
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    #: Space-separated bearer tokens; required by ``timer-controller api`` only.
+    api_tokens: SecretStr | None = None
+    #: A timer may be due at most this far ahead.
+    api_max_horizon_s: DurationS = Field(
+        default=365 * 86400.0, gt=0, le=MAX_API_HORIZON_S, alias="api_max_horizon"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -138,10 +155,26 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_secret", mode="before")
+    @field_validator("webhook_secret", "api_tokens", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for index, token in enumerate(value.get_secret_value().split(), start=1):
+                if not _API_TOKEN.fullmatch(token):
+                    raise ValueError(
+                        f"token {index} has a character a bearer token may not have "
+                        "(use letters, digits and -._~+/)"
+                    )
+                if len(token) < API_TOKEN_MIN_CHARS:
+                    raise ValueError(
+                        f"token {index} is shorter than {API_TOKEN_MIN_CHARS} characters"
+                    )
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
@@ -175,6 +208,12 @@ class Settings(BaseSettings):
         return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
 
     @property
+    def bearer_tokens(self) -> tuple[str, ...]:
+        if self.api_tokens is None:
+            return ()
+        return tuple(self.api_tokens.get_secret_value().split())
+
+    @property
     def signing_keys(self) -> tuple[bytes, ...]:
         if self.webhook_secret is None:
             return ()
@@ -202,6 +241,15 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+def require_api_tokens(settings: Settings) -> None:
+    """The api serves nobody without a token: raise ConfigError when none is set."""
+    if not settings.bearer_tokens:
+        raise ConfigError(
+            "API_TOKENS is required but not set (set API_TOKENS or API_TOKENS_FILE "
+            "to one or more space-separated bearer tokens)"
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

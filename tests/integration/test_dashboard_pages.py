@@ -119,9 +119,15 @@ def test_reschedule_reads_a_delay_or_a_utc_time_and_refuses_nonsense(
     )
     assert "Rescheduled" in moved.text
     with db.engine.connect() as conn:
-        due = conn.execute(text("SELECT due_at FROM tasks WHERE id = :id"), {"id": task_id}).scalar()
-    assert str(due) == "2027-01-02 03:04:00"
-    for data in ({"delay": "soon"}, {}, {"delay": "5m", "at": "2027-01-01T00:00"}, {"delay": "99999d"}):
+        due = conn.execute(text("SELECT due_at FROM tasks WHERE id = :id"), {"id": task_id})
+        assert str(due.scalar()) == "2027-01-02 03:04:00"
+    nonsense = [
+        {"delay": "soon"},
+        {},
+        {"delay": "5m", "at": "2027-01-01T00:00"},
+        {"delay": "9999d"},
+    ]
+    for data in nonsense:
         refused = client.post(f"/ui/timers/{task_id}/reschedule", data={"csrf_token": csrf, **data})
         assert refused.status_code == 422, data
         assert 'role="alert"' in refused.text

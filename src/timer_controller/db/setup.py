@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -54,12 +55,27 @@ def server_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def make_engine(
+    url: URL | str,
+    *,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    io_timeout_s: int | None = None,
+    pool_timeout_s: float = 30,
+) -> Engine:
     """An engine whose sessions run at READ COMMITTED in UTC.
 
     READ COMMITTED keeps SKIP LOCKED claims from taking gap locks, and UTC
     makes the session's own time functions agree with the stored naive UTC.
+    ``io_timeout_s`` bounds each read and write on a connection (the driver's
+    read_timeout and write_timeout); ``pool_timeout_s`` the wait for a free one.
     """
+    connect_args: dict[str, object] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "init_command": "SET time_zone = '+00:00'",
+    }
+    if io_timeout_s is not None:
+        connect_args.update(read_timeout=io_timeout_s, write_timeout=io_timeout_s)
     return create_engine(
         url,
         isolation_level="READ COMMITTED",
@@ -67,10 +83,8 @@ def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) ->
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=3600,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "init_command": "SET time_zone = '+00:00'",
-        },
+        pool_timeout=pool_timeout_s,
+        connect_args=connect_args,
     )
 
 
@@ -170,8 +184,11 @@ def current_revision_is_head(engine: Engine) -> bool:
     return current == heads
 
 
-def prepare(settings: Settings) -> Engine:
-    """Start-up: reach the server, create the database, migrate; return its engine."""
+def prepare(settings: Settings, **engine_options: Any) -> Engine:
+    """Start-up: reach the server, create the database, migrate; return its engine.
+
+    ``engine_options`` go to ``make_engine`` (the api sizes its pool and deadlines).
+    """
     where = f"{settings.db_host}:{settings.db_port}"
     server = make_engine(server_url(settings, database=None), pool_size=1)
     try:
@@ -183,6 +200,8 @@ def prepare(settings: Settings) -> Engine:
         server.dispose()
     # No pre-ping: it costs a round trip per claim and per outcome write, and
     # the loop already retries any statement that meets a dead connection.
-    engine = make_engine(server_url(settings, database=settings.db_name), pre_ping=False)
+    engine = make_engine(
+        server_url(settings, database=settings.db_name), pre_ping=False, **engine_options
+    )
     upgrade_to_head(engine)
     return engine

@@ -48,7 +48,7 @@ def _minutes_ago(column: Any) -> ColumnElement[int]:
     return func.timestampdiff(literal_column("MINUTE"), column, utc_now_sql())
 
 
-def live_counts_statement() -> Select[Any]:
+def live_counts_statement() -> Select[*tuple[Any, ...]]:
     """Waiting and claimed rows, counted from their prefixes of ``(status, due_at)``."""
     return (
         select(Task.status, func.count().label("n"))
@@ -57,7 +57,7 @@ def live_counts_statement() -> Select[Any]:
     )
 
 
-def finished_counts_statement() -> Select[Any]:
+def finished_counts_statement() -> Select[*tuple[Any, ...]]:
     """Rows finished in the last hour, by status: ``(status, finished_at)`` ranges."""
     return (
         select(Task.status, func.count().label("n"))
@@ -66,7 +66,7 @@ def finished_counts_statement() -> Select[Any]:
     )
 
 
-def backlog_statement() -> Select[Any]:
+def backlog_statement() -> Select[*tuple[Any, ...]]:
     """Due but unclaimed, and the clock it was counted by."""
     now = utc_now_sql()
     return select(func.count().label("n"), now.label("db_now")).where(
@@ -74,7 +74,7 @@ def backlog_statement() -> Select[Any]:
     )
 
 
-def oldest_due_statement() -> Select[Any]:
+def oldest_due_statement() -> Select[*tuple[Any, ...]]:
     """The one waiting timer that has been due longest."""
     return (
         select(Task.id, Task.due_at, Task.url)
@@ -84,7 +84,7 @@ def oldest_due_statement() -> Select[Any]:
     )
 
 
-def fired_statement() -> Select[Any]:
+def fired_statement() -> Select[*tuple[Any, ...]]:
     """Rows last fired in the last hour, by minute and lateness bucket.
 
     ``first`` marks rows that still describe their first attempt, the only
@@ -105,7 +105,7 @@ def fired_statement() -> Select[Any]:
     )
 
 
-def failures_per_minute_statement() -> Select[Any]:
+def failures_per_minute_statement() -> Select[*tuple[Any, ...]]:
     """Rows that failed for good in the last hour, by minute: the failed prefix."""
     minutes_ago = _minutes_ago(Task.finished_at).label("minutes_ago")
     return (
@@ -115,7 +115,7 @@ def failures_per_minute_statement() -> Select[Any]:
     )
 
 
-def retrying_statement() -> Select[Any]:
+def retrying_statement() -> Select[*tuple[Any, ...]]:
     """Rows whose last attempt, in the last hour, failed and will be retried."""
     return (
         select(func.count().label("n"))
@@ -124,7 +124,7 @@ def retrying_statement() -> Select[Any]:
     )
 
 
-def recent_failures_statement(*, limit: int) -> Select[Any]:
+def recent_failures_statement(*, limit: int) -> Select[*tuple[Any, ...]]:
     """Failed rows, newest first: the failed prefix of ``(status, finished_at)`` backwards."""
     return (
         select(

@@ -6,6 +6,8 @@ import re
 
 _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+#: What a duration string looks like, for schemas that describe one.
+DURATION_PATTERN = _DURATION.pattern
 
 
 def parse_duration_s(raw: str | float | int) -> float:

@@ -148,8 +148,8 @@ def log_line_chart(chart_id: str, title: str, series: Sequence[Series], *, unit:
         ]
         if points:
             body.append(f'<polyline class="{line.css_class}" points="{" ".join(points)}"/>')
-            last = points[-1].split(",")
-            body.append(f'<circle class="{line.css_class}" cx="{last[0]}" cy="{last[1]}" r="3"/>')
+            x, y = points[-1].split(",")
+            body.append(f'<circle class="{line.css_class}" cx="{x}" cy="{y}" r="3"/>')
     decades = range(0, round(math.log10(high)) + 1)
     y_labels = [(y_of(10.0**d), _ms_label(10.0**d)) for d in decades]
     desc = "; ".join(
