@@ -16,8 +16,10 @@ from sqlalchemy import text
 
 from tests.support.databases import TestDatabase
 from tests.support.tasks import insert_task
+from tests.support.tcp_proxy import TcpProxy
 from timer_controller.api.app import create_app
 from timer_controller.api.ui.mount import ui_router
+from timer_controller.db.setup import make_engine
 from timer_controller.db.timers import TimerStore
 
 TOKEN = "page-test-token-0123456789"
@@ -158,3 +160,23 @@ def test_logout_ends_the_session(client: TestClient) -> None:
 def test_a_missing_timer_is_a_404_page(client: TestClient) -> None:
     log_in(client)
     assert client.get("/ui/timers/999999999").status_code == 404
+
+
+def test_a_lost_database_is_a_503_page_and_the_dashboard_recovers(db: TestDatabase) -> None:
+    with TcpProxy(db.url.host or "127.0.0.1", db.url.port or 3306) as proxy:
+        engine = make_engine(db.url.set(port=proxy.port), pool_size=2)
+        try:
+            app = create_app(store=TimerStore(engine), tokens=[TOKEN])
+            app.include_router(ui_router(app, engine=engine, tokens=[TOKEN]))
+            with TestClient(app) as client:
+                log_in(client)
+                proxy.cut()
+                for path in ("/ui", "/ui/overview/panel", "/ui/timers", "/ui/failures"):
+                    down = client.get(path)
+                    assert down.status_code == 503, path
+                    assert down.headers["retry-after"].isdigit()
+                    assert "unreachable" in down.text
+                proxy.restore()
+                assert client.get("/ui").status_code == 200
+        finally:
+            engine.dispose()

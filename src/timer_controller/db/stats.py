@@ -2,6 +2,7 @@
 
 Statements come from ``stats_statements.py``; each method here runs them in
 one short read-only transaction and returns plain values (no ORM objects).
+Driver errors leave as the timer store's ``StorageError`` (``db/timers.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from timer_controller.db.stats_statements import (
     recent_failures_statement,
     retrying_statement,
 )
+from timer_controller.db.timers import _translated
 
 MINUTES = WINDOW_S // BUCKET_S
 MAX_FAILURES = 500
@@ -91,6 +93,7 @@ class StatsRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
+    @_translated
     def overview(self) -> Overview:
         with self._engine.connect() as conn, conn.begin():
             live = conn.execute(live_counts_statement()).all()
@@ -128,6 +131,7 @@ class StatsRepository:
             retrying=int(retrying),
         )
 
+    @_translated
     def recent_failures(self, *, limit: int = 50) -> list[FailureView]:
         """Failed timers, newest first (at most ``MAX_FAILURES``)."""
         limit = max(1, min(limit, MAX_FAILURES))

@@ -27,6 +27,7 @@ def ui_router(app: FastAPI, *, engine: Engine, tokens: Sequence[str]) -> APIRout
         browser=TimerBrowser(engine),
         store=state.store,
         max_horizon_s=state.rules.max_horizon_s,
+        default_max_attempts=state.rules.default_max_attempts,
         clock=state.clock,
     )
     return Dashboard(wiring).router()

@@ -56,6 +56,7 @@ class Wiring:
     browser: TimerBrowser
     store: TimerStore
     max_horizon_s: float
+    default_max_attempts: int
     clock: Callable[[], datetime]
 
 
@@ -195,7 +196,9 @@ class Dashboard:
             title=f"Timer #{timer_id}",
             section="timers",
             t=found,
-            fields=detail_fields(found, claim),
+            fields=detail_fields(
+                found, claim, default_max_attempts=self._wiring.default_max_attempts
+            ),
             history=history(found, claim),
             problem=problem,
             status_code=422 if problem else 200,

@@ -51,7 +51,9 @@ def ago(now: datetime, then: datetime) -> str:
     return duration((now - then).total_seconds())
 
 
-def detail_fields(t: TimerRecord, claim: Claim | None) -> list[tuple[str, object]]:
+def detail_fields(
+    t: TimerRecord, claim: Claim | None, *, default_max_attempts: int
+) -> list[tuple[str, object]]:
     """Every column of the row, as the page labels it (header values and body withheld)."""
     if t.header_names is None:
         headers: str | None = "(not a JSON object: the controller fails this timer)"
@@ -64,7 +66,12 @@ def detail_fields(t: TimerRecord, claim: Claim | None) -> list[tuple[str, object
         ("method", t.method or "POST (default)"),
         ("due at (UTC)", stamp(t.due_at)),
         ("time left", duration(t.time_left_s) if t.status == "waiting" else None),
-        ("attempts", f"{t.attempts} of {t.max_attempts or 'the default'}"),
+        (
+            "attempts",
+            f"{t.attempts} of {t.max_attempts}"
+            if t.max_attempts
+            else f"{t.attempts} of {default_max_attempts} (MAX_ATTEMPTS)",
+        ),
         ("last status code", t.last_status_code),
         ("last error", t.last_error),
         ("created at (UTC)", stamp(t.created_at)),
