@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 
 WIDTH = 600
 HEIGHT = 200
-LEFT = 56  # room for the y axis labels
+LEFT = 68  # room for the y axis labels (at the larger size a phone uses)
 RIGHT = 14  # room for the last x label
 BOTTOM = 26  # room for the x axis labels
 TOP = 12
