@@ -42,7 +42,7 @@ NOTICES = {
 }
 FormText = Annotated[str, Form()]
 P = ParamSpec("P")
-#: Seconds a browser is asked to wait when the database is unreachable.
+#: Seconds a client is asked to wait when the database is unreachable.
 RETRY_AFTER_S = 5
 
 
@@ -104,8 +104,10 @@ class Dashboard:
                 return handler(*args, **kwargs)
             except StorageUnavailable as exc:
                 log.warning("dashboard: database unavailable: %s", exc)
-                context = {"title": "The database is unreachable", "problem": f"{exc}. "
-                           f"This page tries again in {RETRY_AFTER_S} s."}  # fmt: skip
+                context = {
+                    "title": "The database is unreachable",
+                    "problem": f"{exc}. Try again in a few seconds.",
+                }
                 response = self.render.html("error.html", context, status_code=503)
                 response.headers["Retry-After"] = str(RETRY_AFTER_S)
                 return response
