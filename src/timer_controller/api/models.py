@@ -8,10 +8,18 @@ body's size only.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from timer_controller.db.models import IDEMPOTENCY_KEY_MAX_CHARS
 from timer_controller.db.timers import TimerRecord
@@ -35,16 +43,47 @@ At = Annotated[
         max_length=64,
     ),
 ]
+DELAY_MAX_CHARS = 64
+
+
+def _delay(value: object) -> float | str:
+    # One check with one message, rather than one error per member of a union.
+    if isinstance(value, str) and len(value) <= DELAY_MAX_CHARS:
+        return value
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        return float(value)
+    raise ValueError('delay must be a number of seconds >= 0 or a duration such as "90s"')
+
+
 Delay = Annotated[
-    Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    | Annotated[str, Field(max_length=64, json_schema_extra={"pattern": DURATION_PATTERN})],
-    Field(description='seconds (a number >= 0) or a duration such as "90s", "5m", "2h"'),
+    float | str,
+    PlainValidator(_delay),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN, "maxLength": DELAY_MAX_CHARS},
+            ],
+            "description": 'seconds (a number >= 0) or a duration such as "90s", "5m", "2h"',
+        }
+    ),
 ]
-_ONE_TIME = {"oneOf": [{"required": ["at"]}, {"required": ["delay"]}]}
+_TIMES = ("at", "delay")
 
 
 def _one_time(schema: dict[str, Any]) -> None:
-    schema.update(_ONE_TIME)
+    """Exactly one of ``at`` and ``delay``, neither of them null, as the model checks."""
+    schema["oneOf"] = [{"required": [name]} for name in _TIMES]
+    for name in _TIMES:
+        prop = schema["properties"][name]
+        (kind,) = [option for option in prop.pop("anyOf") if option != {"type": "null"}]
+        prop.pop("default", None)
+        prop.update(kind)
 
 
 class When(BaseModel):
@@ -54,6 +93,16 @@ class When(BaseModel):
 
     at: At | None = None
     delay: Delay | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_times(cls, data: Any) -> Any:
+        # null would read as "not given"; the schema says leave it out, so say so.
+        if isinstance(data, dict):
+            for name in _TIMES:
+                if name in data and data[name] is None:
+                    raise ValueError(f"{name} is null; leave it out instead")
+        return data
 
 
 class TimerSpec(When):

@@ -195,6 +195,11 @@ def timer_router(
         ] = None,
     ) -> TimerList:
         """Timers in id order, a page at a time (keyset pagination)."""
+        if idempotency_key is not None:
+            try:
+                check_key(idempotency_key)
+            except BadKey as exc:
+                raise _invalid([ProblemItem(field="idempotency_key", detail=str(exc))]) from None
         page = store.list_page(
             status=status,
             idempotency_key=idempotency_key,

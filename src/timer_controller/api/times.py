@@ -68,6 +68,9 @@ def _offset(raw: str) -> str:
 
 def parse_delay_s(raw: float | str) -> float:
     """Seconds in ``raw``: a number >= 0 or a duration such as ``90s``; raises TimeError."""
+    if isinstance(raw, str) and not raw.isascii():
+        # Python's \d also reads other scripts' digits; the schema's pattern does not.
+        raise TimeError(f"{raw!r} is not a duration; use ASCII digits, e.g. 90s, 5m or 2h")
     try:
         seconds = parse_duration_s(raw)
     except ValueError as exc:
