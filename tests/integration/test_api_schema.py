@@ -102,7 +102,7 @@ def test_no_input_gives_a_5xx_and_every_answer_conforms(
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @FUZZ_SETTINGS
-    def fuzz(case: Case) -> None:
+    def fuzz(case: Case[Any]) -> None:
         case.call_and_validate(headers=AUTH, checks=CHECKS)
 
     fuzz()
@@ -112,13 +112,13 @@ def test_sequences_of_calls_conform(api_schema: Any) -> None:
     base = api_schema.as_state_machine()
 
     class Timers(base):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+        def get_call_kwargs(self, case: Case[Any]) -> dict[str, Any]:
             return {"headers": AUTH}
 
         def validate_response(
             self,
             response: Response,
-            case: Case,
+            case: Case[Any],
             additional_checks: Any = None,
             **kwargs: Any,
         ) -> None:
