@@ -38,7 +38,7 @@ _HEADER_DOCS: dict[int, dict[str, Any]] = {
     503: {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
 }
 _DESCRIPTIONS = {
-    400: "a malformed Idempotency-Key header",
+    400: "a body that cannot be read as JSON, or a malformed Idempotency-Key header",
     401: "no bearer token, or not one of API_TOKENS",
     404: "no such timer",
     409: "the timer is not waiting; timer_status says what it is",
@@ -49,10 +49,21 @@ _DESCRIPTIONS = {
 }
 
 
+# For clients and stateful testing: what a created timer's id leads to.
+_TIMER_LINKS = {
+    name: {"operationId": operation, "parameters": {"timer_id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetTimer", "get_timer"),
+        ("RescheduleTimer", "reschedule_timer"),
+        ("CancelTimer", "cancel_timer"),
+    )
+}
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem answers a route may give (and those any may give)."""
     answers: dict[int | str, dict[str, Any]] = {}
-    for code in sorted({*codes, 401, 413, 422, 503}):
+    for code in sorted({*codes, 400, 401, 413, 422, 503}):
         entry: dict[str, Any] = {"model": Problem, "description": _DESCRIPTIONS[code]}
         if code in _HEADER_DOCS:
             entry["headers"] = _HEADER_DOCS[code]
@@ -112,10 +123,15 @@ def timer_router(
     @router.post(
         "/timers",
         status_code=201,
+        operation_id="create_timer",
         responses={
-            200: {"model": TimerOut, "description": "a replay: the timer this key created"},
-            201: {"headers": {"Location": {"schema": {"type": "string"}}}},
-            **problems(400),
+            200: {
+                "model": TimerOut,
+                "description": "a replay: the timer this key created",
+                "links": _TIMER_LINKS,
+            },
+            201: {"headers": {"Location": {"schema": {"type": "string"}}}, "links": _TIMER_LINKS},
+            **problems(),
         },
     )
     def create_timer(
@@ -142,7 +158,7 @@ def timer_router(
         response.headers["Location"] = f"/v1/timers/{created.timer.id}"
         return out(created.timer)
 
-    @router.post("/timers/batch", status_code=201, responses={
+    @router.post("/timers/batch", status_code=201, operation_id="create_batch", responses={
         200: {"model": TimerBatch, "description": "every timer was a replay of its key"},
         **problems(),
     })  # fmt: skip
@@ -177,14 +193,14 @@ def timer_router(
         response.status_code = 201 if any(c.created for c in created) else 200
         return TimerBatch(timers=[out(c.timer) for c in created])
 
-    @router.get("/timers/{timer_id}", responses=problems(404))
+    @router.get("/timers/{timer_id}", operation_id="get_timer", responses=problems(404))
     def get_timer(timer_id: TimerId) -> TimerOut:
         record = store.get(timer_id=timer_id)
         if record is None:
             raise ApiProblem(404, f"there is no timer {timer_id}")
         return out(record)
 
-    @router.get("/timers", responses=problems())
+    @router.get("/timers", operation_id="list_timers", responses=problems())
     def list_timers(
         status: StatusName | None = None,
         idempotency_key: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
@@ -209,7 +225,9 @@ def timer_router(
         next_after = None if page.next_after_id is None else str(page.next_after_id)
         return TimerList(timers=[out(t) for t in page.timers], next=next_after)
 
-    @router.patch("/timers/{timer_id}", responses=problems(404, 409))
+    @router.patch(
+        "/timers/{timer_id}", operation_id="reschedule_timer", responses=problems(404, 409)
+    )
     def reschedule_timer(timer_id: TimerId, when: Reschedule) -> TimerOut:
         """Move a waiting timer to a new due time."""
         try:
@@ -222,7 +240,7 @@ def timer_router(
         result = store.reschedule(timer_id=timer_id, due_at=due.due_at, delay_s=due.delay_s)
         return found(result, timer_id, "rescheduled")
 
-    @router.delete("/timers/{timer_id}", responses=problems(404, 409))
+    @router.delete("/timers/{timer_id}", operation_id="cancel_timer", responses=problems(404, 409))
     def cancel_timer(timer_id: TimerId) -> TimerOut:
         """Cancel a waiting timer: it will never fire."""
         return found(store.cancel(timer_id=timer_id), timer_id, "cancelled")
