@@ -19,9 +19,9 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from tests.support.browser import SCREENSHOTS, ApiServer, chromium
+from tests.support.browser import SCREENSHOTS, chromium
 from tests.support.databases import TestDatabase, fresh_database
-from tests.support.processes import Controller, Receiver
+from tests.support.processes import Api, Controller, Receiver
 from tests.support.tasks import FAST_ENV
 from tests.support.waiting import wait_until
 
@@ -30,7 +30,7 @@ FIRE_S = 20  # generous: the machine is shared
 
 
 class Stack:
-    def __init__(self, db: TestDatabase, api: ApiServer, receiver: Receiver) -> None:
+    def __init__(self, db: TestDatabase, api: Api, receiver: Receiver) -> None:
         self.db = db
         self.api = api
         self.receiver = receiver
@@ -65,10 +65,10 @@ def stack(db_server: URL) -> Iterator[Stack]:
     with fresh_database(db_server) as db:
         receiver = Receiver()
         controller = Controller(db.env(**FAST_ENV))
-        api = ApiServer(db.env(), token=TOKEN)
+        api = Api(db.env(API_TOKENS=TOKEN))
         try:
             controller.wait_started()
-            api.wait_ready()
+            api.wait_started(timeout_s=60)
             yield Stack(db, api, receiver)
         finally:
             api.stop()
