@@ -143,6 +143,8 @@ def test_a_timer_created_over_the_api_is_in_the_list_and_has_a_detail_page(
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(f"#{timer['id']}")
     expect(rows.first).to_contain_text("waiting")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "timers.png"), full_page=True)
 
     # The same timer by its URL's prefix, and by its id.
     page.goto("/ui/timers?" + urlencode({"url_prefix": stack.receiver.url(f"/ok/list-{key}")}))
@@ -341,6 +343,7 @@ def test_the_overview_matches_the_database_after_a_burst(page: Page, stack: Stac
     page.get_by_role("link", name="Recent failures").click()
     first = page.locator("tbody tr").first
     expect(first).to_contain_text("410")
+    page.screenshot(path=str(SCREENSHOTS / "failures.png"), full_page=True)
 
 
 def test_every_page_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:
