@@ -194,7 +194,8 @@ def test_authentication_failures_and_tokens_stay_out_of_the_log(
     assert missing.headers["content-type"] == "application/problem+json"
     assert (right.status_code, second.status_code) == (200, 200)
     assert open_pages == [200, 200, 200]
-    api.stop()
+    api.terminate()
+    assert api.wait() == 0  # SIGTERM: a clean stop
     assert "never-logged" not in api.output.text()
     assert "second-token" not in api.output.text()
 
