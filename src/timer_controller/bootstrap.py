@@ -161,8 +161,11 @@ def _start_health(
 
 # -- the api (timer-controller api) --------------------------------------------
 
-#: Blocking route functions run on this many threads, each with a connection.
-API_THREADS = 40
+#: Blocking route functions run on this many threads, each with a pooled
+#: connection of its own (a pool smaller than this opened and closed overflow
+#: connections all the time). Enough to fill a commit group; more only
+#: contend for the interpreter.
+API_THREADS = 16
 #: A statement's read or write, and the wait for a free connection: a database
 #: that hangs becomes a 503 within these, not a request that never ends.
 API_DB_IO_TIMEOUT_S = 10
@@ -181,7 +184,7 @@ def run_api(settings: Settings) -> int:
     try:
         engine = prepare(
             settings,
-            pool_size=API_THREADS // 2,
+            pool_size=API_THREADS,
             io_timeout_s=API_DB_IO_TIMEOUT_S,
             pool_timeout_s=API_POOL_TIMEOUT_S,
         )

@@ -194,7 +194,8 @@ def test_authentication_failures_and_tokens_stay_out_of_the_log(
     assert missing.headers["content-type"] == "application/problem+json"
     assert (right.status_code, second.status_code) == (200, 200)
     assert open_pages == [200, 200, 200]
-    api.stop()
+    api.terminate()
+    assert api.wait() == 0  # SIGTERM: a clean stop
     assert "never-logged" not in api.output.text()
     assert "second-token" not in api.output.text()
 
@@ -277,3 +278,12 @@ def test_a_bad_api_setting_is_one_line_and_exit_2(db: TestDatabase, apis: StartA
 
     assert line.endswith("API_TOKENS is invalid: token 2 is shorter than 16 characters")
     assert "never-logged" not in line
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_and_exit_2(
+    db: TestDatabase, apis: StartApi
+) -> None:
+    # TEST-NET-1 (RFC 5737): never an address of this machine; nothing is sent.
+    line = one_line_exit(apis(db.env(API_TOKENS=TOKEN, API_HOST="192.0.2.1")))
+
+    assert "cannot listen on 192.0.2.1:0" in line

@@ -57,6 +57,8 @@ def create_app(
         description=DESCRIPTION,
         redoc_url=None,
         static_url="/docs/assets",
+        # Swagger UI would otherwise fetch a validity badge from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     # For routes other rooms add (the dashboard): the same store, token check and rules.
     app.state.store = store

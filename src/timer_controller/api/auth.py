@@ -42,7 +42,8 @@ class BearerAuth:
             found |= hmac.compare_digest(presented, digest)
         return found
 
-    def __call__(
+    # async: a plain check on the event loop, rather than a hop to a worker thread.
+    async def __call__(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]
     ) -> None:
         if credentials is None:

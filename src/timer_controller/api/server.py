@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from types import FrameType
 
 from fastapi import FastAPI
 
@@ -65,6 +66,12 @@ def serve(app: FastAPI, sock: socket.socket, *, threads: int) -> int:
             anyio.to_thread.current_default_thread_limiter().total_tokens = threads
             await super().startup(sockets)
 
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn raises a caught SIGTERM again once it has stopped; a stop
+            # asked for is a clean exit here (0), as the controller's is.
+            self._captured_signals.clear()
+
     config = uvicorn.Config(
         app,
         # Our logging as configured; no access log (it would add a line per request).
@@ -75,4 +82,5 @@ def serve(app: FastAPI, sock: socket.socket, *, threads: int) -> int:
         server_header=False,
     )
     Server(config).run(sockets=[sock])
+    log.info("api stopped", extra={"event": "api_stopped"})
     return 0

@@ -9,12 +9,13 @@ there. Only what the schema itself cannot hold (column sizes) is added.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from timer_controller.api.idempotency import request_hash
-from timer_controller.api.models import TimerSpec
+from timer_controller.api.idempotency import BadKey, check_key, request_hash
+from timer_controller.api.models import BatchIn, TimerSpec
 from timer_controller.api.problems import ProblemItem
 from timer_controller.api.times import TimeError, resolve
 from timer_controller.db.models import BODY_MAX_BYTES, HEADERS_MAX_BYTES
@@ -37,6 +38,11 @@ class TimerRules:
     max_horizon_s: float = 365 * 86400.0
     #: What a timer without max_attempts gets (MAX_ATTEMPTS), for display.
     default_max_attempts: int = 3
+
+
+# Timers often share their target: the check is pure, so answers are remembered
+# (as the controller remembers them when it sends).
+_check_url = functools.lru_cache(maxsize=4096)(check_url)
 
 
 class InvalidTimer(ValueError):
@@ -64,14 +70,18 @@ def check_timer(
         where = ".".join(parts + ([name] if name else [])) or None
         items.append(ProblemItem(index=index, field=where, detail=detail))
 
-    fields = spec.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+    fingerprint = None
     try:
-        fingerprint = request_hash(fields)
+        fields = spec.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+        # Even without a key: encoding is what finds a string MySQL cannot store.
+        digest = request_hash(fields)
     except ValueError as exc:
         # Nothing else is looked at: such a string cannot even be encoded.
         problem(None, str(exc))
         raise InvalidTimer(items) from None
-    reason = check_url(spec.url, rules.policy)
+    if idempotency_key is not None:
+        fingerprint = digest
+    reason = _check_url(spec.url, rules.policy)
     if reason is not None:
         problem("url", reason)
     method = "POST"
@@ -111,3 +121,27 @@ def check_timer(
         idempotency_key=idempotency_key,
         idempotency_hash=fingerprint,
     )
+
+
+def check_batch(batch: BatchIn, *, rules: TimerRules, now: datetime) -> list[NewTimer]:
+    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems."""
+    timers: list[NewTimer] = []
+    items: list[ProblemItem] = []
+    first_use: dict[str, int] = {}
+    for index, spec in enumerate(batch.timers):
+        key = spec.idempotency_key
+        try:
+            if key is not None:
+                if key in first_use:
+                    raise BadKey(f"idempotency key repeats entry {first_use[key]}'s")
+                first_use[key] = index
+                check_key(key)
+            timers.append(check_timer(spec, rules=rules, now=now, idempotency_key=key, index=index))
+        except BadKey as exc:
+            field = f"timers.{index}.idempotency_key"
+            items.append(ProblemItem(index=index, field=field, detail=str(exc)))
+        except InvalidTimer as exc:
+            items += exc.items
+    if items:
+        raise InvalidTimer(items)
+    return timers

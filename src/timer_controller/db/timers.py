@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -28,14 +28,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from timer_controller.db.repository import _retry_lock_conflicts
 from timer_controller.db.setup import describe_error, error_code
 from timer_controller.db.timer_statements import (
-    cancel_statement,
-    due_value,
-    insert_timers,
-    reschedule_statement,
-    select_by_keys,
-    select_ids,
+    CANCEL_TIMER,
+    INSERT_COLUMNS,
+    INSERT_TIMER,
+    RESCHEDULE_TIMER,
+    SELECT_BY_KEYS,
+    SELECT_IDS,
+    SELECT_TIMER,
+    due_params,
+    insert_rows_sql,
+    row_params,
     select_page,
-    select_timer,
 )
 
 log = logging.getLogger(__name__)
@@ -199,8 +202,8 @@ def _chunks(timers: Sequence[NewTimer], *, max_rows: int) -> Iterator[Sequence[N
 
 
 def _row_values(timer: NewTimer) -> dict[str, Any]:
-    values = asdict(timer)
-    values["due_at"] = due_value(due_at=values.pop("due_at"), delay_s=values.pop("delay_s"))
+    values = {name: getattr(timer, name) for name in INSERT_COLUMNS}
+    values.update(due_params(due_at=timer.due_at, delay_s=timer.delay_s))
     return values
 
 
@@ -213,7 +216,7 @@ class TimerStore:
     @_translated
     def get(self, *, timer_id: int) -> TimerRecord | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select_timer(timer_id)).one_or_none()
+            row = conn.execute(SELECT_TIMER, {"timer_id": timer_id}).one_or_none()
         return None if row is None else to_record(row)
 
     @_translated
@@ -297,7 +300,7 @@ class TimerStore:
             return {}
         found = {
             record.idempotency_key: record
-            for record in map(to_record, conn.execute(select_by_keys(keys)))
+            for record in map(to_record, conn.execute(SELECT_BY_KEYS, {"keys": list(keys)}))
         }
         conflicts = {
             index: found[t.idempotency_key]
@@ -314,12 +317,18 @@ class TimerStore:
     ) -> list[TimerRecord]:
         if not timers:
             return []
+        if len(timers) == 1:
+            (timer,) = timers
+            timer_id = int(conn.execute(INSERT_TIMER, _row_values(timer)).lastrowid)
+            return [to_record(conn.execute(SELECT_TIMER, {"timer_id": timer_id}).one())]
         step = int(conn.execute(text("SELECT @@auto_increment_increment")).scalar_one())
         ids: list[int] = []
         for chunk in _chunks(timers, max_rows=max_rows):
-            first = int(conn.execute(insert_timers([_row_values(t) for t in chunk])).lastrowid)
+            sql, names = insert_rows_sql(len(chunk), conn.dialect)
+            params = row_params([_row_values(t) for t in chunk], names)
+            first = int(conn.exec_driver_sql(sql, params).lastrowid)
             ids += [first + i * step for i in range(len(chunk))]
-        records = [to_record(row) for row in conn.execute(select_ids(ids))]
+        records = [to_record(row) for row in conn.execute(SELECT_IDS, {"ids": ids})]
         # InnoDB numbers a multi-row INSERT's rows consecutively; check rather than trust.
         if [(r.id, r.url, r.idempotency_key) for r in records] != [
             (i, t.url, t.idempotency_key) for i, t in zip(ids, timers, strict=True)
@@ -334,8 +343,8 @@ class TimerStore:
     def cancel(self, *, timer_id: int) -> Transition:
         """A waiting timer becomes ``cancelled``; any other is left as it is."""
         with self._engine.begin() as conn:
-            applied = bool(conn.execute(cancel_statement(timer_id)).rowcount)
-            row = conn.execute(select_timer(timer_id)).one_or_none()
+            applied = bool(conn.execute(CANCEL_TIMER, {"timer_id": timer_id}).rowcount)
+            row = conn.execute(SELECT_TIMER, {"timer_id": timer_id}).one_or_none()
         return Transition(timer=None if row is None else to_record(row), applied=applied)
 
     @_translated
@@ -346,8 +355,8 @@ class TimerStore:
         """A waiting timer becomes due at ``due_at`` (naive UTC) or ``delay_s`` from now."""
         if (due_at is None) == (delay_s is None):
             raise ValueError("reschedule needs exactly one of due_at and delay_s")
-        due = due_value(due_at=due_at, delay_s=delay_s)
+        params = {"timer_id": timer_id, **due_params(due_at=due_at, delay_s=delay_s)}
         with self._engine.begin() as conn:
-            applied = bool(conn.execute(reschedule_statement(timer_id, due=due)).rowcount)
-            row = conn.execute(select_timer(timer_id)).one_or_none()
+            applied = bool(conn.execute(RESCHEDULE_TIMER, params).rowcount)
+            row = conn.execute(SELECT_TIMER, {"timer_id": timer_id}).one_or_none()
         return Transition(timer=None if row is None else to_record(row), applied=applied)
