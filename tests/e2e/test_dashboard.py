@@ -103,7 +103,9 @@ def log_in(page: Page, token: str = TOKEN) -> None:
 # -- logging in ------------------------------------------------------------------
 
 
-def test_a_wrong_token_is_refused_and_the_right_one_logs_in_and_out(page: Page) -> None:
+def test_a_wrong_token_is_refused_and_the_right_one_logs_in_and_out(
+    page: Page, stack: Stack
+) -> None:
     page.goto("/")
     assert "/ui/login" in page.url  # / → /ui → the login form
     page.get_by_label("API token").fill("not-" + TOKEN)
@@ -119,11 +121,15 @@ def test_a_wrong_token_is_refused_and_the_right_one_logs_in_and_out(page: Page) 
     (cookie,) = [c for c in page.context.cookies() if c["name"] == "tc_session"]
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
+    assert TOKEN not in cookie["value"]
 
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("status")).to_contain_text("logged out")
     page.goto("/ui/timers")
     assert "/ui/login" in page.url
+    log = stack.api.output.text()
+    assert "refused a login with a wrong token" in log
+    assert TOKEN not in log
 
 
 # -- the list and one timer --------------------------------------------------------
