@@ -2,8 +2,8 @@
 
 Exit codes: 0 success, 1 the database (or, with DISPATCH=amqp and for
 ``worker``, the broker) could not be reached or the operation could not be
-done, 2 a start-up problem that is neither (a port in use). Errors end in
-one line, never a traceback.
+done, 2 a start-up problem that is neither (the api or metrics port in use).
+Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from timer_controller.api.server import ListenError
 from timer_controller.bootstrap import database_url, prepare_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
@@ -41,6 +42,10 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
             from timer_controller.bootstrap import run_controller
 
             return run_controller(settings)
+        if command == "api":
+            from timer_controller.bootstrap import run_api
+
+            return run_api(settings)
         if command == "migrate":
             prepare_database(settings).dispose()
             print(f"database {settings.db_name} is at the latest schema")
@@ -52,6 +57,9 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except (DatabaseUnavailable, BrokerError) as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ListenError as exc:
+        print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SchemaMissing:
         print(
             f"timer-controller: database {settings.db_name} has no tasks table; "
