@@ -15,7 +15,8 @@ import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Engine
 
@@ -33,7 +34,10 @@ from timer_controller.ops.metrics import HealthServer, Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
 from timer_controller.runtime.writer import OutcomeWriter
-from timer_controller.settings import Settings
+from timer_controller.settings import Settings, WorkerSettings
+
+if TYPE_CHECKING:
+    from timer_controller.bootstrap_amqp import ControllerSide
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +69,14 @@ def database_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def prepare_database(settings: Settings) -> Engine:
+def prepare_database(settings: Settings, **engine_options: Any) -> Engine:
     """Start-up: reach the server (with retries), create the database, migrate."""
     return prepare(
         database_url(settings, database=None),
         settings.db_name,
         tries=settings.retry_number,
         wait_s=settings.reconnect_wait_s,
+        **engine_options,
     )
 
 
@@ -85,11 +90,11 @@ def run_controller(settings: Settings) -> int:
 
 
 def make_sender(
-    settings: Settings, policy: TargetPolicy
+    settings: Settings | WorkerSettings, policy: TargetPolicy, *, max_connections: int
 ) -> tuple[Send, Callable[[], Awaitable[None]]]:
     """The one send path, chosen once: the transport, or (FOLLOW_REDIRECTS) a
     RedirectingSender over it that leaves redirect bodies unread; and what closes it."""
-    transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
+    transport = GuardedAiohttpTransport(policy=policy, max_connections=max_connections)
     # Start-up work belongs before the first claim, not in the first timer's way.
     transport.open()
     if not settings.follow_redirects:
@@ -97,28 +102,46 @@ def make_sender(
     return RedirectingSender(transport, policy=policy), transport.aclose
 
 
-async def serve(settings: Settings, engine: Engine) -> int:
-    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
-    metrics = Metrics()
-    clock = DbClock()
-    storage = AsyncStorage(repo, clock)
+def make_dispatcher(
+    settings: Settings | WorkerSettings, *, max_connections: int, clock: Callable[[], datetime]
+) -> tuple[Dispatcher, Callable[[], Awaitable[None]]]:
+    """The one dispatcher both DISPATCH modes fire through, and what closes it."""
     policy = TargetPolicy(
         block_private_networks=settings.block_private_networks,
         allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
     )
-    send, close_sender = make_sender(settings, policy)
+    send, close_sender = make_sender(settings, policy, max_connections=max_connections)
     dispatcher = Dispatcher(
         send,
         timeout_s=settings.webhook_timeout_s,
         policy=policy,
         keys=settings.signing_keys,
         max_body_bytes=settings.max_request_body_bytes,
-        db_clock=clock.now,
+        db_clock=clock,
     )
+    return dispatcher, close_sender
+
+
+async def serve(settings: Settings, engine: Engine) -> int:
+    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
+    metrics = Metrics()
+    clock = DbClock()
+    storage = AsyncStorage(repo, clock)
     owner = owner_id(settings.pod_name)
+    amqp: ControllerSide | None = None
+    if settings.dispatch == "amqp":
+        # Imported only now: direct mode never loads aio-pika.
+        from timer_controller.bootstrap_amqp import ControllerSide
+
+        try:
+            amqp = await ControllerSide.open(settings, metrics, owner=owner)
+        except BaseException:
+            storage.close()
+            raise
     writer = OutcomeWriter(
         storage,
-        owner=owner,
+        # In amqp mode any controller records any task's outcome: by attempt only.
+        owner=owner if amqp is None else None,
         flush_interval_s=settings.flush_interval_s,
         flush_batch=FLUSH_BATCH,
         retry_number=settings.retry_number,
@@ -126,22 +149,30 @@ async def serve(settings: Settings, engine: Engine) -> int:
         metrics=metrics,
     )
     config = from_settings(
-        LoopConfig, settings, owner=owner, lookahead_s=settings.claim_lookahead_s
+        LoopConfig,
+        settings,
+        owner=owner,
+        lookahead_s=settings.claim_lookahead_s,
+        # A handed-off task stays claimed while queued (docs/amqp.md, "Leases").
+        lease_s=settings.lease_s if amqp is None else settings.queue_lease_s,
     )
-    controller = Controller(
-        storage,
-        dispatcher,
-        writer,
-        config,
-        retry=from_settings(
-            RetryPolicy,
-            settings,
-            base_s=settings.retry_backoff_base_s,
-            max_s=settings.retry_backoff_max_s,
-        ),
-        metrics=metrics,
-        db_now=clock.now,
+    retry = from_settings(
+        RetryPolicy,
+        settings,
+        base_s=settings.retry_backoff_base_s,
+        max_s=settings.retry_backoff_max_s,
     )
+    controller: Controller
+    if amqp is None:
+        dispatcher, close_sender = make_dispatcher(
+            settings, max_connections=settings.max_in_flight, clock=clock.now
+        )
+        controller = Controller(
+            storage, dispatcher, writer, config, retry=retry, metrics=metrics, db_now=clock.now
+        )
+    else:
+        controller = amqp.controller(storage, writer, config, retry=retry, db_now=clock.now)
+        close_sender = amqp.close
     upkeep = Upkeep(
         storage,
         metrics,
@@ -152,14 +183,16 @@ async def serve(settings: Settings, engine: Engine) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
     try:
-        health = _start_health(settings, metrics, controller, repo, engine)
+        health = _start_health(settings, metrics, controller, repo, engine, amqp)
     except StartupError:
         storage.close()
         await close_sender()
         raise
     log.info(
-        "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",
+        "controller %s started: %s dispatch, batch %d, up to %d in flight, poll %gs, "
+        "look-ahead %gs",
         owner,
+        settings.dispatch,
         settings.batch_size,
         settings.max_in_flight,
         settings.poll_interval_s,
@@ -172,11 +205,17 @@ async def serve(settings: Settings, engine: Engine) -> int:
     gc.collect()
     gc.freeze()
     chores = asyncio.create_task(upkeep.run(stop))
+    intake_stopper = None
+    if amqp is not None:
+        await amqp.start_intake(prefetch=2 * FLUSH_BATCH)
+        intake_stopper = asyncio.create_task(amqp.stop_intake_on(stop))
     try:
         code = await controller.run(stop)
     finally:
         stop.set()
         await chores
+        if intake_stopper is not None:
+            await intake_stopper
         storage.close()
         await close_sender()
         if health is not None:
@@ -197,6 +236,7 @@ def _start_health(
     controller: Controller,
     repo: TaskRepository,
     engine: Engine,
+    amqp: ControllerSide | None = None,
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -206,6 +246,8 @@ def _start_health(
         return time.monotonic() - controller.last_tick <= stale_after_s
 
     def ready() -> bool:
+        if amqp is not None and not amqp.client.connected:
+            return False  # it could neither hand off nor record outcomes
         repo.ping()
         return current_revision_is_head(engine)
 
@@ -218,3 +260,63 @@ def _start_health(
         ) from None
     health.start()
     return health
+
+
+# -- the api (timer-controller api) --------------------------------------------
+
+#: Blocking route functions run on this many threads, each with a pooled
+#: connection of its own (a pool smaller than this opened and closed overflow
+#: connections all the time). Enough to fill a commit group; more only
+#: contend for the interpreter.
+API_THREADS = 16
+#: A statement's read or write, and the wait for a free connection: a database
+#: that hangs becomes a 503 within these, not a request that never ends.
+API_DB_IO_TIMEOUT_S = 10
+API_POOL_TIMEOUT_S = 5
+
+
+def run_api(settings: Settings) -> int:
+    """Listen, start up as the controller does (connect, create, migrate), serve."""
+    from timer_controller.api.app import create_app
+    from timer_controller.api.server import bound_port, listen, serve
+    from timer_controller.api.ui.mount import ui_router
+    from timer_controller.api.validation import TimerRules
+    from timer_controller.db.timers import TimerStore
+
+    sock = listen(settings.api_host, settings.api_port)
+    try:
+        engine = prepare_database(
+            settings,
+            pool_size=API_THREADS,
+            io_timeout_s=API_DB_IO_TIMEOUT_S,
+            pool_timeout_s=API_POOL_TIMEOUT_S,
+        )
+        try:
+            store = TimerStore(engine)
+            rules = TimerRules(
+                policy=TargetPolicy(
+                    block_private_networks=settings.block_private_networks,
+                    allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
+                ),
+                max_body_bytes=settings.max_request_body_bytes,
+                max_horizon_s=settings.api_max_horizon_s,
+                default_max_attempts=settings.max_attempts,
+            )
+
+            def ready() -> bool:
+                store.ping()
+                return current_revision_is_head(engine)
+
+            app = create_app(store=store, tokens=settings.bearer_tokens, rules=rules, ready=ready)
+            app.include_router(ui_router(app, engine=engine, tokens=settings.bearer_tokens))
+            log.info(
+                "api listening on http://%s:%d",
+                settings.api_host,
+                bound_port(sock),
+                extra={"event": "api_started", "port": bound_port(sock)},
+            )
+            return serve(app, sock, threads=API_THREADS, grace_s=settings.shutdown_grace_s)
+        finally:
+            engine.dispose()
+    finally:
+        sock.close()

@@ -1,8 +1,9 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
-Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done, 2 a start-up problem that is not the database (a port in
-use). Errors end in one line, never a traceback.
+Exit codes: 0 success, 1 the database (or, with DISPATCH=amqp and for
+``worker``, the broker) could not be reached or the operation could not be
+done, 2 a start-up problem that is neither (the api or metrics port in use).
+Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from timer_controller.api.server import ListenError
 from timer_controller.bootstrap import database_url, prepare_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
 from timer_controller.domain.text import preview
-from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
+from timer_controller.errors import (
+    BrokerError,
+    DatabaseUnavailable,
+    SchemaMissing,
+    StartupError,
+    StorageError,
+)
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
-from timer_controller.settings import Settings
+from timer_controller.settings import Settings, WorkerSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -34,6 +42,10 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
             from timer_controller.bootstrap import run_controller
 
             return run_controller(settings)
+        if command == "api":
+            from timer_controller.bootstrap import run_api
+
+            return run_api(settings)
         if command == "migrate":
             prepare_database(settings).dispose()
             print(f"database {settings.db_name} is at the latest schema")
@@ -42,9 +54,12 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, BrokerError) as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ListenError as exc:
+        print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SchemaMissing:
         print(
             f"timer-controller: database {settings.db_name} has no tasks table; "
@@ -54,6 +69,18 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     except StorageError as exc:
         print(f"timer-controller: database error: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def execute_worker(settings: WorkerSettings) -> int:
+    """``timer-controller worker``: exit 1 with one line if the broker stays unreachable."""
+    configure(level=settings.log_level, fmt=settings.log_format, pod=settings.pod_name)
+    from timer_controller.bootstrap_amqp import run_worker
+
+    try:
+        return run_worker(settings)
+    except BrokerError as exc:  # unreachable at start-up, or a queue it cannot use
+        print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

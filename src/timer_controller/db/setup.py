@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -39,12 +40,27 @@ def server_url(*, host: str, port: int, user: str, password: str, database: str 
     )
 
 
-def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def make_engine(
+    url: URL | str,
+    *,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    io_timeout_s: int | None = None,
+    pool_timeout_s: float = 30,
+) -> Engine:
     """An engine whose sessions run at READ COMMITTED in UTC.
 
     READ COMMITTED keeps SKIP LOCKED claims from taking gap locks, and UTC
     makes the session's own time functions agree with the stored naive UTC.
+    ``io_timeout_s`` bounds each read and write on a connection (the driver's
+    read_timeout and write_timeout); ``pool_timeout_s`` the wait for a free one.
     """
+    connect_args: dict[str, object] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "init_command": "SET time_zone = '+00:00'",
+    }
+    if io_timeout_s is not None:
+        connect_args.update(read_timeout=io_timeout_s, write_timeout=io_timeout_s)
     return create_engine(
         url,
         isolation_level="READ COMMITTED",
@@ -52,10 +68,8 @@ def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) ->
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=3600,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "init_command": "SET time_zone = '+00:00'",
-        },
+        pool_timeout=pool_timeout_s,
+        connect_args=connect_args,
     )
 
 
@@ -146,8 +160,13 @@ def current_revision_is_head(engine: Engine) -> bool:
     return current == heads
 
 
-def prepare(server: URL, database: str, *, tries: int, wait_s: float) -> Engine:
-    """Start-up: reach the server, create the database, migrate; return its engine."""
+def prepare(
+    server: URL, database: str, *, tries: int, wait_s: float, **engine_options: Any
+) -> Engine:
+    """Start-up: reach the server, create the database, migrate; return its engine.
+
+    ``engine_options`` go to ``make_engine`` (the api sizes its pool and deadlines).
+    """
     where = f"{server.host}:{server.port}"
     server_engine = make_engine(server.set(database=None), pool_size=1)
     try:
@@ -157,6 +176,6 @@ def prepare(server: URL, database: str, *, tries: int, wait_s: float) -> Engine:
         server_engine.dispose()
     # No pre-ping: it costs a round trip per claim and per outcome write, and
     # the loop already retries any statement that meets a dead connection.
-    engine = make_engine(server.set(database=database), pre_ping=False)
+    engine = make_engine(server.set(database=database), pre_ping=False, **engine_options)
     upgrade_to_head(engine)
     return engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,6 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from timer_controller.domain.task import Outcome
 from timer_controller.ops.http_server import Answer, BoundedHttpServer
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,71 @@ class Metrics:
             "Database operations retried after a connection error",
             registry=r,
         )
+        # DISPATCH=amqp (docs/amqp.md).
+        self.handoffs_published = Counter(
+            "timer_handoffs_published", "Hand-offs sent to the broker", registry=r
+        )
+        self.handoffs_confirmed = Counter(
+            "timer_handoffs_confirmed", "Hand-offs the broker confirmed", registry=r
+        )
+        self.outcomes_recorded = Counter(
+            "timer_outcomes_recorded", "Outcomes from workers committed", registry=r
+        )
+        self.outcomes_stale = Counter(
+            "timer_outcomes_stale",
+            "Outcomes dropped: their attempt was superseded or already recorded",
+            registry=r,
+        )
+
+    def published(self) -> None:
+        self.handoffs_published.inc()
+
+    def confirmed(self) -> None:
+        self.handoffs_confirmed.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class WorkerMetrics:
+    """``timer-controller worker``'s metrics (``runtime.worker.WorkerMeter``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fired = Counter("timer_worker_fired", "Webhook requests started", registry=r)
+        self.outcomes = Counter(
+            "timer_worker_outcomes", "Delivery attempts ended, by class", ["outcome"], registry=r
+        )
+        self.in_flight = Gauge("timer_worker_in_flight", "Requests being sent now", registry=r)
+        self.request_duration = Histogram(
+            "timer_worker_request_duration_seconds",
+            "Webhook request duration",
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.poison = Counter(
+            "timer_worker_poison_messages", "Malformed hand-offs dead-lettered", registry=r
+        )
+
+    def started(self) -> None:
+        self.fired.inc()
+        self.in_flight.inc()
+
+    def finished(self, outcome: Outcome) -> None:
+        self.in_flight.dec()
+        self.outcomes.labels(outcome.klass.value).inc()
+        self.request_duration.observe(outcome.duration_s)
+
+    def poisoned(self) -> None:
+        self.poison.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Renders(Protocol):
+    def render(self) -> bytes: ...
 
 
 class HealthServer:
@@ -91,7 +155,7 @@ class HealthServer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Renders,
         *,
         port: int,
         alive: Callable[[], bool],
@@ -113,7 +177,7 @@ class HealthServer:
 
 
 def _router(
-    metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
+    metrics: Renders, alive: Callable[[], bool], ready: Callable[[], bool]
 ) -> Callable[[str], Answer]:
     def answer(path: str) -> Answer:
         if path == "/metrics":

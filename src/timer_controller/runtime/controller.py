@@ -22,7 +22,7 @@ from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, Outco
 from timer_controller.errors import BadData, DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
-from timer_controller.runtime.writer import OutcomeWriter
+from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Controller:
     def __init__(
         self,
         claims: ClaimStore,
-        sender: Sender,
+        sender: Sender | None,
         writer: OutcomeWriter,
         config: LoopConfig,
         *,
@@ -160,6 +160,9 @@ class Controller:
             if limit == 0:
                 self._slot_freed.clear()
                 await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
+                continue
+            if not self._may_claim():
+                await _wait_any(stop, timeout_s=config.poll_interval_s)
                 continue
             try:
                 claimed = await self._claim(limit)
@@ -234,20 +237,31 @@ class Controller:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
             slot.sent_at = self._db_now()
-            self._metrics.in_flight.inc()
-            try:
-                outcome = await self._sender.fire(slot.task)
-            finally:
-                self._metrics.in_flight.dec()
-            self._record(slot.task, outcome)
+            await self._fire(slot, fire_at)
         finally:
             self._slots.discard(slot)
             self._metrics.held.set(len(self._slots))
             self._slot_freed.set()
 
-    def _record(self, task: ClaimedTask, outcome: Outcome) -> None:
+    def _may_claim(self) -> bool:
+        """Whether to claim now (``HandOffController`` waits for its broker)."""
+        return True
+
+    async def _fire(self, slot: _Slot, fire_at: float) -> None:
+        """Send one due attempt and record its outcome (DISPATCH=direct)."""
+        assert self._sender is not None, "direct dispatch needs a sender"
+        self._metrics.in_flight.inc()
+        try:
+            outcome = await self._sender.fire(slot.task)
+        finally:
+            self._metrics.in_flight.dec()
+        self._record(slot.task, outcome)
+
+    def _record(
+        self, task: ClaimedTask, outcome: Outcome, *, on_commit: OnCommit | None = None
+    ) -> None:
         transition = decide(task, outcome, policy=self._retry, now=self._db_now())
-        self._writer.add(transition)
+        self._writer.add(transition, on_commit=on_commit)
         m, klass = self._metrics, outcome.klass.value
         m.fired.labels(klass).inc()
         m.request_duration.observe(outcome.duration_s)
@@ -300,17 +314,9 @@ class Controller:
                 len(in_flight),
             )
             await asyncio.wait(in_flight, timeout=self._config.shutdown_grace_s)
-        # Sent but unanswered: that was an attempt, whatever the receiver did with it.
         late = list(self._slots)
         await self._cancel(late)
-        for slot in late:
-            outcome = Outcome(
-                slot.task.id,
-                OutcomeClass.TIMEOUT,
-                error=NO_ANSWER_BEFORE_SHUTDOWN,
-                fired_at=slot.sent_at,
-            )
-            self._record(slot.task, outcome)
+        await self._unanswered(late)
         self._writer.close()
         try:
             await writer
@@ -323,6 +329,17 @@ class Controller:
             log.exception("the outcome writer failed")
             return 1
         return 0
+
+    async def _unanswered(self, slots: list[_Slot]) -> None:
+        """Sent but unanswered: that was an attempt, whatever the receiver did with it."""
+        for slot in slots:
+            outcome = Outcome(
+                slot.task.id,
+                OutcomeClass.TIMEOUT,
+                error=NO_ANSWER_BEFORE_SHUTDOWN,
+                fired_at=slot.sent_at,
+            )
+            self._record(slot.task, outcome)
 
     @staticmethod
     async def _cancel(slots: list[_Slot]) -> None:
