@@ -25,16 +25,15 @@ def run_by_hand() -> None:
     """``alembic upgrade head`` from a shell: create the database, then migrate."""
     from timer_controller.db.setup import (
         DatabaseUnavailable,
+        engine_for,
         ensure_database,
-        make_engine,
-        server_url,
         wait_for_server,
     )
     from timer_controller.settings import ConfigError, load_settings
 
     try:
         settings = load_settings()
-        server = make_engine(server_url(settings, database=None), pool_size=1)
+        server = engine_for(settings, database=None, pool_size=1)
         wait_for_server(
             server,
             tries=settings.retry_number,
@@ -45,7 +44,7 @@ def run_by_hand() -> None:
         server.dispose()
     except (ConfigError, DatabaseUnavailable) as exc:
         sys.exit(f"alembic: {exc}")
-    engine = make_engine(server_url(settings, database=settings.db_name), pool_size=1)
+    engine = engine_for(settings, database=settings.db_name, pool_size=1)
     with engine.connect() as connection:
         run_with(connection)
         connection.commit()

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     retry_number: int = Field(default=10, ge=1)
     reconnect_wait_s: float = Field(default=1.0, ge=0, alias="reconnect_wait_time")
 
+    # Database deadlines.
+    #: Whole seconds (the driver's unit): the longest any one database
+    #: operation waits (connect, read, write, pool checkout, lock poll).
+    db_timeout_s: int = Field(default=10, ge=3, le=3600, alias="db_timeout")
+
     # The loop.
     batch_size: int = Field(default=10, ge=1, le=10_000)
     poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")

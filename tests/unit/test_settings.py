@@ -43,6 +43,7 @@ def required(monkeypatch: pytest.MonkeyPatch) -> None:
         ("batch_size", 10),
         ("retry_number", 10),
         ("reconnect_wait_s", 1.0),
+        ("db_timeout_s", 10),
         ("db_port", 3306),
         ("poll_interval_s", 0.5),
         ("webhook_timeout_s", 10.0),
@@ -116,6 +117,8 @@ def test_empty_password_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"HOSTNAME": "host-b"}, "pod_name", "host-b"),
         ({"MAX_ATTEMPTS": "7"}, "max_attempts", 7),
         ({"MAX_IN_FLIGHT": "1000"}, "max_in_flight", 1000),
+        ({"DB_TIMEOUT": "3"}, "db_timeout_s", 3),
+        ({"DB_TIMEOUT": "3600"}, "db_timeout_s", 3600),
     ],
 )
 def test_values_from_the_environment(
@@ -243,6 +246,9 @@ def test_unreadable_secret_file_names_the_variable(
             "RECONNECT_WAIT_TIME=-1 is invalid: ",
         ),
         ({"CLEANUP_BATCH": "0"}, "CLEANUP_BATCH", "CLEANUP_BATCH=0 is invalid: "),
+        ({"DB_TIMEOUT": "2"}, "DB_TIMEOUT", "DB_TIMEOUT=2 is invalid: "),
+        ({"DB_TIMEOUT": "3601"}, "DB_TIMEOUT", "DB_TIMEOUT=3601 is invalid: "),
+        ({"DB_TIMEOUT": "2.5"}, "DB_TIMEOUT", "DB_TIMEOUT=2.5 is invalid: "),
         ({"METRICS_PORT": "70000"}, "METRICS_PORT", "METRICS_PORT=70000 is invalid: "),
         ({"FOLLOW_REDIRECTS": "maybe"}, "FOLLOW_REDIRECTS", "FOLLOW_REDIRECTS=maybe is invalid: "),
         (

@@ -7,13 +7,14 @@ entry point; importing this module connects to nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from timer_controller.settings import Settings
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 # Server-wide, so scoped by the (hashed) database name; see repository.py.
 MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 MIGRATION_LOCK_WAIT_S = 120
-CONNECT_TIMEOUT_S = 5
+# The lock is polled (GET_LOCK with no wait) rather than waited for on the
+# server: a server-side wait would outlast the read timeout, and a poll lets
+# a stop end the wait at once.
+MIGRATION_LOCK_POLL_S = 0.5
+DEFAULT_DB_TIMEOUT_S = 10
 
 # mysqlclient / MySQL client error codes worth a human explanation.
 _REASONS = {
@@ -34,12 +39,36 @@ _REASONS = {
     2003: "connection refused or unreachable (is the server running and the port right?)",
     2005: "unknown host (check DB_HOST)",
     2006: "server has gone away",
-    2013: "lost connection during the handshake",
+    2013: "lost connection, or no answer within DB_TIMEOUT",
 }
 
 
 class DatabaseUnavailable(Exception):
     """The server could not be reached within the allowed tries."""
+
+
+class StartupStopped(Exception):
+    """A stop was asked for while start-up was still waiting for the database."""
+
+
+def _read_tries() -> int:
+    """How many times the client library waits ``read_timeout`` before giving up on a read.
+
+    MariaDB Connector/C (libmariadb, 3.x: what the image and CI link) waits
+    once: against a proxy that stops relaying, read_timeout=1 and 2 failed
+    after 1.0 s and 2.0 s, and connect_timeout the same. Oracle's
+    libmysqlclient documents up to three tries per read (and per write).
+    """
+    import MySQLdb
+
+    major = str(MySQLdb.get_client_info()).split(".", 1)[0]
+    return 1 if major == "3" else 3
+
+
+def driver_timeouts(db_timeout_s: int, *, read_tries: int | None = None) -> dict[str, int]:
+    """mysqlclient's timeouts (whole seconds) so that no wait outlasts ``db_timeout_s``."""
+    per_try_s = max(1, db_timeout_s // (read_tries or _read_tries()))
+    return {"connect_timeout": db_timeout_s, "read_timeout": per_try_s, "write_timeout": per_try_s}
 
 
 def server_url(settings: Settings, *, database: str | None) -> URL:
@@ -54,11 +83,20 @@ def server_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
-    """An engine whose sessions run at READ COMMITTED in UTC.
+def make_engine(
+    url: URL | str,
+    *,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    db_timeout_s: int = DEFAULT_DB_TIMEOUT_S,
+) -> Engine:
+    """An engine whose sessions run at READ COMMITTED in UTC, every wait bounded.
 
     READ COMMITTED keeps SKIP LOCKED claims from taking gap locks, and UTC
     makes the session's own time functions agree with the stored naive UTC.
+    A silent server (dropped packets, a partition that resets nothing) ends
+    each connect, read, write and pool checkout within ``db_timeout_s``;
+    without these the driver waits as long as TCP does, about 15 minutes.
     """
     return create_engine(
         url,
@@ -67,10 +105,20 @@ def make_engine(url: URL | str, *, pool_size: int = 5, pre_ping: bool = True) ->
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=3600,
+        pool_timeout=db_timeout_s,
         connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_S,
+            **driver_timeouts(db_timeout_s),
             "init_command": "SET time_zone = '+00:00'",
         },
+    )
+
+
+def engine_for(settings: Settings, *, database: str | None, pool_size: int = 5) -> Engine:
+    """``make_engine`` for the configured server, with DB_TIMEOUT."""
+    return make_engine(
+        server_url(settings, database=database),
+        pool_size=pool_size,
+        db_timeout_s=settings.db_timeout_s,
     )
 
 
@@ -99,10 +147,17 @@ def wait_for_server(
     wait_s: float,
     where: str,
     on_failure: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Run ``SELECT 1`` until it works, at most ``tries`` times ``wait_s`` apart."""
+    """Run ``SELECT 1`` until it works, at most ``tries`` times ``wait_s`` apart.
+
+    A set ``stop`` ends the wait between tries with StartupStopped.
+    """
+    stop = stop or threading.Event()
     reason = "no attempt made"
     for attempt in range(1, tries + 1):
+        if stop.is_set():
+            raise StartupStopped
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -114,8 +169,8 @@ def wait_for_server(
             log.warning("database %s unreachable (try %d of %d): %s", where, attempt, tries, reason)
             if on_failure is not None:
                 on_failure()
-            if attempt < tries:
-                time.sleep(wait_s)
+            if attempt < tries and stop.wait(wait_s):
+                raise StartupStopped from None
     raise DatabaseUnavailable(f"cannot reach the database at {where} after {tries} tries: {reason}")
 
 
@@ -139,18 +194,33 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade_to_head(engine: Engine) -> None:
-    """``alembic upgrade head`` under a named lock, so concurrent pods migrate once."""
-    with engine.connect() as conn:
-        got = conn.execute(
-            text(f"SELECT GET_LOCK({MIGRATION_LOCK}, :wait)"),
-            {"wait": MIGRATION_LOCK_WAIT_S},
-        ).scalar()
-        if got != 1:
+def _take_migration_lock(conn: Connection, stop: threading.Event) -> None:
+    deadline = time.monotonic() + MIGRATION_LOCK_WAIT_S
+    waiting = False
+    while conn.execute(text(f"SELECT GET_LOCK({MIGRATION_LOCK}, 0)")).scalar() != 1:
+        if not waiting:
+            waiting = True
+            log.info(
+                "waiting up to %ds for the migration lock (another pod is migrating)",
+                MIGRATION_LOCK_WAIT_S,
+            )
+        if time.monotonic() >= deadline:
             raise DatabaseUnavailable(
                 f"could not take the migration lock within {MIGRATION_LOCK_WAIT_S}s; "
                 "is another pod stuck migrating?"
             )
+        if stop.wait(MIGRATION_LOCK_POLL_S):
+            raise StartupStopped
+
+
+def upgrade_to_head(engine: Engine, *, stop: threading.Event | None = None) -> None:
+    """``alembic upgrade head`` under a named lock, so concurrent pods migrate once.
+
+    A set ``stop`` ends the wait for the lock with StartupStopped; a migration
+    already running is finished first.
+    """
+    with engine.connect() as conn:
+        _take_migration_lock(conn, stop or threading.Event())
         try:
             config = alembic_config()
             config.attributes["connection"] = conn
@@ -170,19 +240,34 @@ def current_revision_is_head(engine: Engine) -> bool:
     return current == heads
 
 
-def prepare(settings: Settings) -> Engine:
-    """Start-up: reach the server, create the database, migrate; return its engine."""
+def prepare(settings: Settings, *, stop: threading.Event | None = None) -> Engine:
+    """Start-up: reach the server, create the database, migrate; return its engine.
+
+    A set ``stop`` ends any wait on the way with StartupStopped.
+    """
     where = f"{settings.db_host}:{settings.db_port}"
-    server = make_engine(server_url(settings, database=None), pool_size=1)
+    server = engine_for(settings, database=None, pool_size=1)
     try:
         wait_for_server(
-            server, tries=settings.retry_number, wait_s=settings.reconnect_wait_s, where=where
+            server,
+            tries=settings.retry_number,
+            wait_s=settings.reconnect_wait_s,
+            where=where,
+            stop=stop,
         )
         ensure_database(server, settings.db_name)
     finally:
         server.dispose()
     # No pre-ping: it costs a round trip per claim and per outcome write, and
     # the loop already retries any statement that meets a dead connection.
-    engine = make_engine(server_url(settings, database=settings.db_name), pre_ping=False)
-    upgrade_to_head(engine)
+    engine = make_engine(
+        server_url(settings, database=settings.db_name),
+        pre_ping=False,
+        db_timeout_s=settings.db_timeout_s,
+    )
+    try:
+        upgrade_to_head(engine, stop=stop)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

@@ -16,6 +16,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from timer_controller.ops.probe import READY_DEADLINE_S, DeadlineCheck
+
 log = logging.getLogger(__name__)
 
 _LATENESS_BUCKETS_S = (
@@ -84,8 +86,9 @@ class Metrics:
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from a daemon thread.
 
-    ``alive`` and ``ready`` are called per request; ``ready`` may touch the
-    database, which is fine on its own thread.
+    ``alive`` and ``ready`` are called per request. ``ready`` may touch the
+    database: it runs on a thread of its own and counts as not ready when it
+    has no answer within ``ready_deadline_s``.
     """
 
     def __init__(
@@ -96,8 +99,10 @@ class HealthServer:
         alive: Callable[[], bool],
         ready: Callable[[], bool],
         host: str = "0.0.0.0",
+        ready_deadline_s: float = READY_DEADLINE_S,
     ) -> None:
-        handler = _make_handler(metrics, alive, ready)
+        self._ready = DeadlineCheck(ready, deadline_s=ready_deadline_s)
+        handler = _make_handler(metrics, alive, self._ready)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -115,6 +120,7 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._ready.close()
 
 
 def _make_handler(
@@ -129,7 +135,7 @@ def _make_handler(
                 ok = alive()
                 self._reply(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
             elif path == "/readyz":
-                ok = _safely(ready)
+                ok = ready()
                 self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
             else:
                 self._reply(404, b"not found\n")
@@ -145,11 +151,3 @@ def _make_handler(
             pass  # scrapes every few seconds would drown the event log
 
     return Handler
-
-
-def _safely(check: Callable[[], bool]) -> bool:
-    try:
-        return check()
-    except Exception as exc:  # a readiness probe answers, it does not crash
-        log.warning("readiness check failed: %s", exc)
-        return False
