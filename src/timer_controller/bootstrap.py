@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from timer_controller.db.clock import DbClock
 from timer_controller.db.repository import TaskRepository
-from timer_controller.db.setup import current_revision_is_head, prepare
+from timer_controller.db.setup import current_revision_is_head
 from timer_controller.delivery.dispatch import Dispatcher
 from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
 from timer_controller.delivery.request import USER_AGENT
@@ -23,6 +23,7 @@ from timer_controller.ops.metrics import HealthServer, Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep
 from timer_controller.settings import Settings
+from timer_controller.startup import StopRequest, start_up
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,18 @@ def loop_config(settings: Settings, owner: str) -> LoopConfig:
 
 def run_controller(settings: Settings) -> int:
     """Start-up (connect, create, migrate), then the loop; the process exit code."""
-    engine = prepare(settings)
+    started = start_up(settings)
+    if started is None:
+        return 0
     try:
-        return asyncio.run(serve(settings, engine))
+        return asyncio.run(serve(settings, started.engine, early_stop=started.stop))
     finally:
-        engine.dispose()
+        started.engine.dispose()
 
 
-async def serve(settings: Settings, engine: Engine) -> int:
+async def serve(
+    settings: Settings, engine: Engine, *, early_stop: StopRequest | None = None
+) -> int:
     repo = TaskRepository(engine)
     metrics = Metrics()
     clock = DbClock()
@@ -102,6 +107,8 @@ async def serve(settings: Settings, engine: Engine) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
+    if early_stop is not None and early_stop.signum is not None:
+        _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
     health = _start_health(settings, metrics, controller, repo, engine)
     log.info(
         "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",

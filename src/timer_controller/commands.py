@@ -19,10 +19,8 @@ from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import (
     DatabaseUnavailable,
     describe_error,
+    engine_for,
     error_code,
-    make_engine,
-    prepare,
-    server_url,
     wait_for_server,
 )
 from timer_controller.ops.logs import configure
@@ -41,9 +39,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
 
             return run_controller(settings)
         if command == "migrate":
-            prepare(settings).dispose()
-            print(f"database {settings.db_name} is at the latest schema")
-            return EXIT_OK
+            return _migrate(settings)
         return _operate(settings, args)
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
@@ -63,8 +59,19 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
 
 
+def _migrate(settings: Settings) -> int:
+    from timer_controller.startup import start_up
+
+    started = start_up(settings)
+    if started is None:
+        return EXIT_OK
+    started.engine.dispose()
+    print(f"database {settings.db_name} is at the latest schema")
+    return EXIT_OK
+
+
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(server_url(settings, database=settings.db_name), pool_size=1)
+    engine = engine_for(settings, database=settings.db_name, pool_size=1)
     try:
         wait_for_server(
             engine,

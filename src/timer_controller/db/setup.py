@@ -213,14 +213,21 @@ def _take_migration_lock(conn: Connection, stop: threading.Event) -> None:
             raise StartupStopped
 
 
-def upgrade_to_head(engine: Engine, *, stop: threading.Event | None = None) -> None:
+def upgrade_to_head(
+    engine: Engine,
+    *,
+    stop: threading.Event | None = None,
+    migrating: threading.Event | None = None,
+) -> None:
     """``alembic upgrade head`` under a named lock, so concurrent pods migrate once.
 
-    A set ``stop`` ends the wait for the lock with StartupStopped; a migration
-    already running is finished first.
+    A set ``stop`` ends the wait for the lock with StartupStopped. While the
+    lock is held ``migrating`` is set: a stop then lets the migration finish.
     """
+    migrating = migrating or threading.Event()
     with engine.connect() as conn:
         _take_migration_lock(conn, stop or threading.Event())
+        migrating.set()
         try:
             config = alembic_config()
             config.attributes["connection"] = conn
@@ -228,6 +235,7 @@ def upgrade_to_head(engine: Engine, *, stop: threading.Event | None = None) -> N
             conn.commit()
         finally:
             conn.execute(text(f"SELECT RELEASE_LOCK({MIGRATION_LOCK})"))
+            migrating.clear()
 
 
 def current_revision_is_head(engine: Engine) -> bool:
@@ -240,10 +248,16 @@ def current_revision_is_head(engine: Engine) -> bool:
     return current == heads
 
 
-def prepare(settings: Settings, *, stop: threading.Event | None = None) -> Engine:
+def prepare(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    migrating: threading.Event | None = None,
+) -> Engine:
     """Start-up: reach the server, create the database, migrate; return its engine.
 
-    A set ``stop`` ends any wait on the way with StartupStopped.
+    A set ``stop`` ends any wait on the way with StartupStopped; ``migrating``
+    is set while a migration runs (see ``upgrade_to_head``).
     """
     where = f"{settings.db_host}:{settings.db_port}"
     server = engine_for(settings, database=None, pool_size=1)
@@ -266,7 +280,7 @@ def prepare(settings: Settings, *, stop: threading.Event | None = None) -> Engin
         db_timeout_s=settings.db_timeout_s,
     )
     try:
-        upgrade_to_head(engine, stop=stop)
+        upgrade_to_head(engine, stop=stop, migrating=migrating)
     except BaseException:
         engine.dispose()
         raise
