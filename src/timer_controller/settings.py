@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("pod_name", "hostname"),
     )
 
+    # Per-destination limit.
+    #: Tasks one destination (scheme, host, port) may hold in this pod;
+    #: None: a quarter of MAX_IN_FLIGHT (see host_limit).
+    max_in_flight_per_host: int | None = Field(default=None, ge=1, le=100_000)
+
     # Delivery.
     webhook_timeout_s: float = Field(default=10.0, gt=0, alias="webhook_timeout")
     max_attempts: int = Field(default=3, ge=1, le=1000)
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("metrics_port", "lookahead_s", mode="before")
+    @field_validator("metrics_port", "lookahead_s", "max_in_flight_per_host", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -178,6 +183,13 @@ class Settings(BaseSettings):
     def claim_lookahead_s(self) -> float:
         """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
         return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
+
+    @property
+    def host_limit(self) -> int:
+        """MAX_IN_FLIGHT_PER_HOST, or a quarter of MAX_IN_FLIGHT; never above MAX_IN_FLIGHT."""
+        if self.max_in_flight_per_host is None:
+            return max(1, self.max_in_flight // 4)
+        return min(self.max_in_flight_per_host, self.max_in_flight)
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:

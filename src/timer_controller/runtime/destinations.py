@@ -1,0 +1,79 @@
+"""The per-destination limit: how many of a pod's slots one destination may hold.
+
+A destination that accepts connections and never answers would otherwise
+fill every slot for ``WEBHOOK_TIMEOUT`` and make every other destination's
+timers wait. Each destination may hold at most ``limit`` tasks (waiting for
+their due time or being sent). Claimed tasks past the limit are handed back
+at once, without spending an attempt, and later claims skip the
+destination's rows (by their URL prefix) until one of its tasks finishes.
+Its rows stay ``waiting`` with their due times, so they are claimed oldest
+first as soon as it has room: in due order, none lost, none starved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from timer_controller.domain.destination import Destination, destination_of, url_prefix
+from timer_controller.domain.task import ClaimedTask
+
+# Distinct spellings of one destination's URL prefix kept for claims to skip;
+# rows spelled otherwise are claimed and handed back, a bounded cost.
+MAX_PREFIXES_PER_DESTINATION = 8
+
+
+@dataclass
+class _Held:
+    count: int = 0
+    prefixes: set[str] = field(default_factory=set)
+
+
+class DestinationSlots:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[Destination, _Held] = {}
+        self._of_task: dict[int, Destination] = {}
+
+    def admit(self, tasks: Iterable[ClaimedTask]) -> tuple[list[ClaimedTask], list[ClaimedTask]]:
+        """Split a claim, in its (due) order, into tasks to hold and tasks to hand back."""
+        kept: list[ClaimedTask] = []
+        deferred: list[ClaimedTask] = []
+        for task in tasks:
+            where = destination_of(task.url)
+            held = self._held.setdefault(where, _Held())
+            if len(held.prefixes) < MAX_PREFIXES_PER_DESTINATION:
+                held.prefixes.add(url_prefix(task.url))
+            if held.count >= self.limit:
+                deferred.append(task)
+                continue
+            held.count += 1
+            self._of_task[task.id] = where
+            kept.append(task)
+        return kept, deferred
+
+    def finished(self, task_id: int) -> None:
+        """A held task is done with (recorded, handed back or cancelled)."""
+        where = self._of_task.pop(task_id, None)
+        if where is None:
+            return
+        held = self._held[where]
+        held.count -= 1
+        if held.count <= 0:
+            del self._held[where]
+
+    def skip_prefixes(self) -> list[str]:
+        """URL prefixes of destinations at their limit: the next claim leaves them."""
+        return sorted(
+            prefix
+            for held in self._held.values()
+            if held.count >= self.limit
+            for prefix in held.prefixes
+        )
+
+    def busiest(self) -> int:
+        """Tasks held by the destination holding most (0 when none)."""
+        return max((held.count for held in self._held.values()), default=0)
+
+    def at_limit(self) -> int:
+        return sum(held.count >= self.limit for held in self._held.values())
