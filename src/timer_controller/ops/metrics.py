@@ -73,6 +73,23 @@ class Metrics:
         self.backlog = Gauge(
             "timer_backlog_tasks", "Due tasks not yet claimed (sampled)", registry=r
         )
+        # Per destination, without a label per host (unbounded cardinality):
+        # the busiest one's count and how many are at their limit.
+        self.destination_busiest = Gauge(
+            "timer_destination_in_flight_max",
+            "Tasks held (waiting to fire or being sent) by the busiest destination",
+            registry=r,
+        )
+        self.destinations_at_limit = Gauge(
+            "timer_destinations_at_limit",
+            "Destinations holding MAX_IN_FLIGHT_PER_HOST tasks",
+            registry=r,
+        )
+        self.deferred = Counter(
+            "timer_tasks_deferred",
+            "Claims handed back unspent because their destination was at its limit",
+            registry=r,
+        )
         self.db_reconnects = Counter(
             "timer_db_reconnects",
             "Database operations retried after a connection error",
