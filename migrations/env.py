@@ -23,17 +23,18 @@ def run_with(connection: Connection) -> None:
 
 def run_by_hand() -> None:
     """``alembic upgrade head`` from a shell: create the database, then migrate."""
-    from timer_controller.db.setup import (
-        DatabaseUnavailable,
-        engine_for,
-        ensure_database,
-        wait_for_server,
-    )
-    from timer_controller.settings import ConfigError, load_settings
+    from timer_controller.bootstrap import database_url
+    from timer_controller.db.setup import ensure_database, make_engine, wait_for_server
+    from timer_controller.errors import ConfigError, DatabaseUnavailable
+    from timer_controller.settings import load_settings
 
     try:
         settings = load_settings()
-        server = engine_for(settings, database=None, pool_size=1)
+        server = make_engine(
+            database_url(settings, database=None),
+            pool_size=1,
+            db_timeout_s=settings.db_timeout_s,
+        )
         wait_for_server(
             server,
             tries=settings.retry_number,
@@ -44,7 +45,11 @@ def run_by_hand() -> None:
         server.dispose()
     except (ConfigError, DatabaseUnavailable) as exc:
         sys.exit(f"alembic: {exc}")
-    engine = engine_for(settings, database=settings.db_name, pool_size=1)
+    engine = make_engine(
+        database_url(settings, database=settings.db_name),
+        pool_size=1,
+        db_timeout_s=settings.db_timeout_s,
+    )
     with engine.connect() as connection:
         run_with(connection)
         connection.commit()

@@ -1,31 +1,49 @@
-"""Wiring: the one place that builds the engine, the client and the loop."""
+"""Wiring: the one place that builds the engine, the client and the loop.
+
+Nothing else constructs a dependency of another room: the controller, the
+writer and upkeep receive theirs from here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import gc
 import logging
 import os
 import secrets
 import signal
+import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine
 
 from timer_controller.db.clock import DbClock
+from timer_controller.db.facade import AsyncStorage
 from timer_controller.db.repository import TaskRepository
-from timer_controller.db.setup import current_revision_is_head
-from timer_controller.delivery.dispatch import Dispatcher
+from timer_controller.db.setup import current_revision_is_head, prepare, server_url
+from timer_controller.delivery.dispatch import Dispatcher, Send
 from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
 from timer_controller.delivery.request import USER_AGENT
 from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
+from timer_controller.domain.retry import RetryPolicy
+from timer_controller.errors import StartupError
 from timer_controller.ops.metrics import HealthServer, Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig
-from timer_controller.runtime.upkeep import Upkeep
+from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
+from timer_controller.runtime.writer import OutcomeWriter
 from timer_controller.settings import Settings
-from timer_controller.startup import StopRequest, start_up
+from timer_controller.startup import Started, StopRequest, start_up
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+# Outcomes per write: enough to amortise a transaction, small enough that
+# one UPDATE's id list stays short.
+FLUSH_BATCH = 500
 
 
 def owner_id(pod_name: str) -> str:
@@ -34,27 +52,51 @@ def owner_id(pod_name: str) -> str:
     return f"{pod_name[:200]}/{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def loop_config(settings: Settings, owner: str) -> LoopConfig:
-    return LoopConfig(
-        owner=owner,
-        batch_size=settings.batch_size,
-        max_in_flight=settings.max_in_flight,
-        poll_interval_s=settings.poll_interval_s,
-        lookahead_s=settings.claim_lookahead_s,
-        lease_s=settings.lease_s,
-        shutdown_grace_s=settings.shutdown_grace_s,
-        max_attempts=settings.max_attempts,
-        backoff_base_s=settings.retry_backoff_base_s,
-        backoff_max_s=settings.retry_backoff_max_s,
-        retry_number=settings.retry_number,
-        reconnect_wait_s=settings.reconnect_wait_s,
-        flush_interval_s=settings.flush_interval_s,
+def from_settings(cls: type[C], settings: Settings, **given: Any) -> C:
+    """A config dataclass whose fields are named as the settings are."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: given[n] if n in given else getattr(settings, n) for n in names})
+
+
+def database_url(settings: Settings, *, database: str | None) -> URL:
+    return server_url(
+        host=settings.db_host,
+        port=settings.db_port,
+        user=settings.db_user,
+        password=settings.db_password.get_secret_value(),
+        database=database,
+    )
+
+
+def prepare_database(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    migrating: threading.Event | None = None,
+) -> Engine:
+    """Start-up: reach the server (with retries), create the database, migrate."""
+    return prepare(
+        database_url(settings, database=None),
+        settings.db_name,
+        tries=settings.retry_number,
+        wait_s=settings.reconnect_wait_s,
+        db_timeout_s=settings.db_timeout_s,
+        stop=stop,
+        migrating=migrating,
+    )
+
+
+def start_database(settings: Settings) -> Started | None:
+    """``prepare_database`` that SIGTERM/SIGINT can end; None if one did (see startup.py)."""
+    return start_up(
+        lambda stop, migrating: prepare_database(settings, stop=stop, migrating=migrating),
+        settle_s=settings.db_timeout_s,
     )
 
 
 def run_controller(settings: Settings) -> int:
     """Start-up (connect, create, migrate), then the loop; the process exit code."""
-    started = start_up(settings)
+    started = start_database(settings)
     if started is None:
         return 0
     try:
@@ -63,29 +105,39 @@ def run_controller(settings: Settings) -> int:
         started.engine.dispose()
 
 
+def make_sender(
+    settings: Settings, policy: TargetPolicy
+) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    """The one send path, chosen once: the transport, or the client when following
+    redirects; and what closes it."""
+    transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
+    if not settings.follow_redirects:
+        return transport.handle_async_request, transport.aclose
+    client = make_http_client(
+        timeout_s=settings.webhook_timeout_s,
+        max_connections=settings.max_in_flight,
+        follow_redirects=True,
+        policy=policy,
+        user_agent=USER_AGENT,
+        transport=transport,
+    )
+    return functools.partial(client.send, stream=True, follow_redirects=True), client.aclose
+
+
 async def serve(
     settings: Settings, engine: Engine, *, early_stop: StopRequest | None = None
 ) -> int:
     repo = TaskRepository(engine)
     metrics = Metrics()
     clock = DbClock()
+    storage = AsyncStorage(repo, clock)
     policy = TargetPolicy(
         block_private_networks=settings.block_private_networks,
         allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
     )
-    transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
-    client = make_http_client(
-        timeout_s=settings.webhook_timeout_s,
-        max_connections=settings.max_in_flight,
-        follow_redirects=settings.follow_redirects,
-        policy=policy,
-        user_agent=USER_AGENT,
-        transport=transport,
-    )
+    send, close_sender = make_sender(settings, policy)
     dispatcher = Dispatcher(
-        client,
-        transport=transport,
-        follow_redirects=settings.follow_redirects,
+        send,
         timeout_s=settings.webhook_timeout_s,
         policy=policy,
         keys=settings.signing_keys,
@@ -93,15 +145,36 @@ async def serve(
         db_clock=clock.now,
     )
     owner = owner_id(settings.pod_name)
+    writer = OutcomeWriter(
+        storage,
+        owner=owner,
+        flush_interval_s=settings.flush_interval_s,
+        flush_batch=FLUSH_BATCH,
+        retry_number=settings.retry_number,
+        reconnect_wait_s=settings.reconnect_wait_s,
+        metrics=metrics,
+    )
+    config = from_settings(
+        LoopConfig, settings, owner=owner, lookahead_s=settings.claim_lookahead_s
+    )
     controller = Controller(
-        repo, dispatcher, loop_config(settings, owner), metrics=metrics, clock=clock
+        storage,
+        dispatcher,
+        writer,
+        config,
+        retry=from_settings(
+            RetryPolicy,
+            settings,
+            base_s=settings.retry_backoff_base_s,
+            max_s=settings.retry_backoff_max_s,
+        ),
+        metrics=metrics,
+        db_now=clock.now,
     )
     upkeep = Upkeep(
-        repo,
+        storage,
         metrics,
-        retention_s=settings.retention_s,
-        cleanup_batch=settings.cleanup_batch,
-        sample_backlog=settings.metrics_port is not None,
+        from_settings(UpkeepConfig, settings, sample_backlog=settings.metrics_port is not None),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,7 +182,12 @@ async def serve(
         loop.add_signal_handler(signum, _on_signal, stop, signum)
     if early_stop is not None and early_stop.signum is not None:
         _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
-    health = _start_health(settings, metrics, controller, repo, engine)
+    try:
+        health = _start_health(settings, metrics, controller, repo, engine)
+    except StartupError:
+        storage.close()
+        await close_sender()
+        raise
     log.info(
         "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",
         owner,
@@ -130,7 +208,8 @@ async def serve(
     finally:
         stop.set()
         await chores
-        await client.aclose()
+        storage.close()
+        await close_sender()
         if health is not None:
             health.stop()
     log.info("controller %s stopped (exit %d)", owner, code, extra={"event": "stopped"})
@@ -161,6 +240,12 @@ def _start_health(
         repo.ping()
         return current_revision_is_head(engine)
 
-    health = HealthServer(metrics, port=settings.metrics_port, alive=alive, ready=ready)
+    try:
+        health = HealthServer(metrics, port=settings.metrics_port, alive=alive, ready=ready)
+    except OSError as exc:
+        raise StartupError(
+            f"METRICS_PORT={settings.metrics_port}: cannot listen there "
+            f"({exc.strerror or exc}); is the port taken by another process?"
+        ) from None
     health.start()
     return health

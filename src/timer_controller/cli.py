@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from timer_controller import __version__
 from timer_controller.delivery.policy import TargetPolicy, check_url
 from timer_controller.domain.durations import parse_duration_s
-from timer_controller.settings import ConfigError, load_settings
+from timer_controller.errors import ConfigError
+from timer_controller.settings import load_settings
 
 EXIT_USAGE = 2
 

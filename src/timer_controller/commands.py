@@ -1,7 +1,8 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
 Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done. Database errors end in one line, never a traceback.
+could not be done, 2 a start-up problem that is not the database (a port in
+use). Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,22 +14,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError, ProgrammingError
-
+from timer_controller.bootstrap import database_url, start_database
 from timer_controller.db.repository import TaskRepository, TaskView
-from timer_controller.db.setup import (
-    DatabaseUnavailable,
-    describe_error,
-    engine_for,
-    error_code,
-    wait_for_server,
-)
+from timer_controller.db.setup import make_engine, wait_for_server
+from timer_controller.domain.task import Status
+from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
 from timer_controller.settings import Settings
 
-EXIT_OK, EXIT_FAILED = 0, 1
-NO_SUCH_TABLE = 1146  # MySQL/MariaDB ER_NO_SUCH_TABLE
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
@@ -41,29 +36,27 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         if command == "migrate":
             return _migrate(settings)
         return _operate(settings, args)
+    except StartupError as exc:
+        print(f"timer-controller: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except ProgrammingError as exc:
-        if error_code(exc) == NO_SUCH_TABLE:
-            print(
-                f"timer-controller: database {settings.db_name} has no tasks table; "
-                "run `timer-controller migrate` first",
-                file=sys.stderr,
-            )
-        else:
-            print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+    except SchemaMissing:
+        print(
+            f"timer-controller: database {settings.db_name} has no tasks table; "
+            "run `timer-controller migrate` first",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
-    except DBAPIError as exc:
-        print(f"timer-controller: database error: {describe_error(exc)}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"timer-controller: database error: {exc.reason}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def _migrate(settings: Settings) -> int:
-    from timer_controller.startup import start_up
-
-    started = start_up(settings)
-    if started is None:
+    started = start_database(settings)
+    if started is None:  # stopped by a signal; start_database said so
         return EXIT_OK
     started.engine.dispose()
     print(f"database {settings.db_name} is at the latest schema")
@@ -71,7 +64,11 @@ def _migrate(settings: Settings) -> int:
 
 
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = engine_for(settings, database=settings.db_name, pool_size=1)
+    engine = make_engine(
+        database_url(settings, database=settings.db_name),
+        pool_size=1,
+        db_timeout_s=settings.db_timeout_s,
+    )
     try:
         wait_for_server(
             engine,
@@ -110,7 +107,7 @@ def _schedule(repo: TaskRepository, args: argparse.Namespace) -> int:
 def describe(task: TaskView, now: datetime) -> str:
     attempts = f"{task.attempts}" + (f" of {task.max_attempts}" if task.max_attempts else "")
     lines = [f"task {task.id}: {task.status}", f"  url: {task.method or 'POST'} {task.url}"]
-    if task.status in ("waiting", "claimed"):
+    if task.status in (Status.WAITING, Status.CLAIMED):
         left_s = (task.due_at - now).total_seconds()
         when = f"in {left_s:.1f}s" if left_s > 0 else f"{-left_s:.1f}s ago (firing now)"
         lines.append(f"  due: {task.due_at:%Y-%m-%dT%H:%M:%S.%f}Z ({when})")
@@ -142,7 +139,7 @@ def _cancel(repo: TaskRepository, task_id: int) -> int:
     task = repo.get(task_id)
     if task is None:
         print(f"timer-controller: no task with id {task_id}", file=sys.stderr)
-    elif task.status == "claimed":
+    elif task.status == Status.CLAIMED:
         print(
             f"timer-controller: task {task_id} is firing now; too late to cancel", file=sys.stderr
         )
@@ -156,8 +153,8 @@ def _cancel(repo: TaskRepository, task_id: int) -> int:
 
 def _stats(repo: TaskRepository) -> int:
     stats = repo.stats()
-    for status in ("waiting", "claimed", "done", "failed", "cancelled"):
-        print(f"{status:>10}: {stats.by_status.get(status, 0)}")
+    for status in Status:
+        print(f"{status.value:>10}: {stats.by_status.get(status.value, 0)}")
     if stats.oldest_due_waiting is None:
         print("oldest waiting: none")
     else:

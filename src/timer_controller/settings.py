@@ -1,8 +1,10 @@
-"""The one settings object, read from the environment.
+"""The settings, read from the environment.
 
-The controller, the operator CLI and ``migrations/env.py`` all read it.
-Any secret can also come from a file named by ``<NAME>_FILE``, as container
-orchestrators pass secrets.
+``Settings`` is the controller's (the operator CLI and ``migrations/env.py``
+read it too); ``WorkerSettings`` is the AMQP worker's, which never touches
+the database and so needs no ``DB_*``. Both share ``_SharedSettings``: the
+delivery, broker and operations settings. Any secret can also come from a
+file named by ``<NAME>_FILE``, as container orchestrators pass secrets.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -32,16 +35,13 @@ from pydantic_settings import (
 from timer_controller.delivery.policy import parse_allowed_hosts
 from timer_controller.delivery.signing import decode_secret
 from timer_controller.domain.durations import parse_duration_s
+from timer_controller.errors import ConfigError
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
-SECRET_FIELDS = frozenset({"db_password", "webhook_secret"})
+SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "amqp_url"})
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 def env_name(field_name: str, field: FieldInfo) -> str:
@@ -77,32 +77,40 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: the form logs may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_amqp_url(url: str) -> None:
+    # The message never repeats the URL: it may carry a password.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("not a URL such as amqp://user:password@host:5672/vhost") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError("must be amqp://user:password@host:5672/vhost (or amqps://)")
+
+
+class _SharedSettings(BaseSettings):
+    """What the controller and the worker both need."""
+
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
-    # Database.
-    db_host: str = Field(min_length=1)
-    db_port: int = Field(default=3306, ge=1, le=65535)
-    db_user: str = Field(min_length=1)
-    db_password: SecretStr
-    db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    # Connecting (the database for the controller, the broker for both).
     retry_number: int = Field(default=10, ge=1)
     reconnect_wait_s: float = Field(default=1.0, ge=0, alias="reconnect_wait_time")
 
-    # Database deadlines.
-    #: Whole seconds (the driver's unit): the longest any one database
-    #: operation waits (connect, read, write, pool checkout, lock poll).
-    db_timeout_s: int = Field(default=10, ge=3, le=3600, alias="db_timeout")
-
-    # The loop.
-    batch_size: int = Field(default=10, ge=1, le=10_000)
-    poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")
-    #: None: as POLL_INTERVAL (see claim_lookahead_s).
-    lookahead_s: float | None = Field(default=None, ge=0, alias="lookahead")
-    max_in_flight: int = Field(default=100, ge=1, le=100_000)
-    lease_s: float = Field(default=60.0, gt=0, alias="lease_time")
+    # Stopping, and naming this process in logs.
     shutdown_grace_s: float = Field(default=10.0, ge=0, alias="shutdown_grace")
-    flush_interval_s: float = Field(default=0.02, gt=0, alias="flush_interval")
     pod_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -110,25 +118,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("pod_name", "hostname"),
     )
 
-    # Per-destination limit.
-    #: Tasks one destination (scheme, host, port) may hold in this pod;
-    #: None: a quarter of MAX_IN_FLIGHT (see host_limit).
-    max_in_flight_per_host: int | None = Field(default=None, ge=1, le=100_000)
-
     # Delivery.
     webhook_timeout_s: float = Field(default=10.0, gt=0, alias="webhook_timeout")
-    max_attempts: int = Field(default=3, ge=1, le=1000)
-    retry_backoff_base_s: float = Field(default=1.0, gt=0, alias="retry_backoff_base")
-    retry_backoff_max_s: float = Field(default=3600.0, gt=0, alias="retry_backoff_max")
     webhook_secret: SecretStr | None = None
     follow_redirects: bool = False
     block_private_networks: bool = False
     allowed_hosts: str = ""
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=0, alias="max_request_body")
 
+    # RabbitMQ.
+    #: Required by the worker, and by the controller with DISPATCH=amqp.
+    amqp_url: SecretStr | None = None
+    #: Queue names start with it, so several timer systems can share a broker.
+    amqp_prefix: str = Field(default="timer", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+
     # Operations.
-    retention_s: DurationS = Field(default=7 * 86400.0, alias="retention")
-    cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -143,12 +147,12 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("metrics_port", "lookahead_s", "max_in_flight_per_host", mode="before")
+    @field_validator("metrics_port", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
+    def _blank_port_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_secret", mode="before")
+    @field_validator("webhook_secret", "amqp_url", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -161,35 +165,27 @@ class Settings(BaseSettings):
                 decode_secret(secret)
         return value
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_amqp_url(value.get_secret_value().strip())
+        return value
+
     @field_validator("allowed_hosts")
     @classmethod
     def _allowed_hosts_parse(cls, value: str) -> str:
         parse_allowed_hosts(value)
         return value
 
-    @model_validator(mode="after")
-    def _check_relations(self) -> Settings:
-        if self.lease_s <= self.webhook_timeout_s:
-            raise ValueError(
-                f"LEASE_TIME ({self.lease_s:g}s) must be greater than "
-                f"WEBHOOK_TIMEOUT ({self.webhook_timeout_s:g}s), or a slow request "
-                "would outlive its claim and fire twice"
-            )
-        if self.retry_backoff_max_s < self.retry_backoff_base_s:
-            raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
-        return self
+    def _require_amqp_url(self, why: str) -> None:
+        if self.amqp_url is None:
+            raise ValueError(f"AMQP_URL is required {why} (set AMQP_URL or AMQP_URL{FILE_SUFFIX})")
 
     @property
-    def claim_lookahead_s(self) -> float:
-        """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
-        return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
-
-    @property
-    def host_limit(self) -> int:
-        """MAX_IN_FLIGHT_PER_HOST, or a quarter of MAX_IN_FLIGHT; never above MAX_IN_FLIGHT."""
-        if self.max_in_flight_per_host is None:
-            return max(1, self.max_in_flight // 4)
-        return min(self.max_in_flight_per_host, self.max_in_flight)
+    def amqp_url_redacted(self) -> str:
+        """AMQP_URL without its password, for logs and messages."""
+        return "" if self.amqp_url is None else redact_url(self.amqp_url.get_secret_value())
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
@@ -213,10 +209,119 @@ class Settings(BaseSettings):
         )
 
 
+class Settings(_SharedSettings):
+    """The controller's settings: the shared ones, the database and the loop."""
+
+    # Database.
+    db_host: str = Field(min_length=1)
+    db_port: int = Field(default=3306, ge=1, le=65535)
+    db_user: str = Field(min_length=1)
+    db_password: SecretStr
+    db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
+
+    # Database deadlines.
+    #: Whole seconds (the driver's unit): the longest any one database
+    #: operation waits (connect, read, write, pool checkout, lock poll).
+    db_timeout_s: int = Field(default=10, ge=3, le=3600, alias="db_timeout")
+
+    # The loop.
+    batch_size: int = Field(default=10, ge=1, le=10_000)
+    poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")
+    #: None: as POLL_INTERVAL (see claim_lookahead_s).
+    lookahead_s: float | None = Field(default=None, ge=0, alias="lookahead")
+    max_in_flight: int = Field(default=100, ge=1, le=100_000)
+    lease_s: float = Field(default=60.0, gt=0, alias="lease_time")
+    flush_interval_s: float = Field(default=0.02, gt=0, alias="flush_interval")
+
+    # Per-destination limit.
+    #: Tasks one destination (scheme, host, port) may hold in this pod;
+    #: None: a quarter of MAX_IN_FLIGHT (see host_limit).
+    max_in_flight_per_host: int | None = Field(default=None, ge=1, le=100_000)
+
+    # Retries.
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    retry_backoff_base_s: float = Field(default=1.0, gt=0, alias="retry_backoff_base")
+    retry_backoff_max_s: float = Field(default=3600.0, gt=0, alias="retry_backoff_max")
+
+    # Retention.
+    retention_s: DurationS = Field(default=7 * 86400.0, alias="retention")
+    cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
+
+    # Dispatch through RabbitMQ.
+    #: direct: this process sends the webhooks; amqp: workers do (docs/amqp.md).
+    dispatch: Literal["direct", "amqp"] = "direct"
+    #: How long a task handed to the broker stays claimed (docs/amqp.md, "Leases").
+    queue_lease_s: float = Field(default=600.0, gt=0, le=7 * 86400, alias="queue_lease_time")
+
+    @field_validator("lookahead_s", "max_in_flight_per_host", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("dispatch", mode="before")
+    @classmethod
+    def _dispatch_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        if self.lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                f"LEASE_TIME ({self.lease_s:g}s) must be greater than "
+                f"WEBHOOK_TIMEOUT ({self.webhook_timeout_s:g}s), or a slow request "
+                "would outlive its claim and fire twice"
+            )
+        if self.retry_backoff_max_s < self.retry_backoff_base_s:
+            raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
+        if self.dispatch == "amqp":
+            self._require_amqp_url("with DISPATCH=amqp")
+            if self.queue_lease_s <= self.lease_s + self.claim_lookahead_s:
+                raise ValueError(
+                    f"QUEUE_LEASE_TIME ({self.queue_lease_s:g}s) must be greater than "
+                    f"LEASE_TIME ({self.lease_s:g}s) plus the look-ahead "
+                    f"({self.claim_lookahead_s:g}s), or a queued task could not be "
+                    "started before its claim ends"
+                )
+        return self
+
+    @property
+    def claim_lookahead_s(self) -> float:
+        """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
+        return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
+
+    @property
+    def host_limit(self) -> int:
+        """MAX_IN_FLIGHT_PER_HOST, or a quarter of MAX_IN_FLIGHT; never above MAX_IN_FLIGHT."""
+        if self.max_in_flight_per_host is None:
+            return max(1, self.max_in_flight // 4)
+        return min(self.max_in_flight_per_host, self.max_in_flight)
+
+
+class WorkerSettings(_SharedSettings):
+    """``timer-controller worker``: the shared settings and its concurrency; no DB_*."""
+
+    # The worker.
+    #: Requests in flight at once, and the broker's prefetch for this worker.
+    worker_concurrency: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> WorkerSettings:
+        self._require_amqp_url("by the worker")
+        return self
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise ConfigError with one clear sentence."""
+    """Read and validate the controller's settings; raise ConfigError with one clear sentence."""
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def load_worker_settings(**overrides: Any) -> WorkerSettings:
+    """Read and validate the worker's settings (no DB_*); raise ConfigError."""
+    try:
+        return WorkerSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 

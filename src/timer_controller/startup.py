@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
 from sqlalchemy import Engine
-
-from timer_controller.db.setup import prepare
-from timer_controller.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +50,16 @@ class Started:
     stop: StopRequest
 
 
-def start_up(settings: Settings) -> Started | None:
-    """Install the stop handlers, then ``prepare``; None when a stop came first."""
+#: Start-up itself: given the stop and "migrating" events, the migrated engine.
+Prepare = Callable[[threading.Event, threading.Event], Engine]
+
+
+def start_up(prepare: Prepare, *, settle_s: float) -> Started | None:
+    """Install the stop handlers, then ``prepare``; None when a stop came first.
+
+    ``settle_s`` (one DB_TIMEOUT) is how long a migration already running
+    may take to finish after a stop.
+    """
     stop = StopRequest()
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop.handle)
@@ -61,7 +67,7 @@ def start_up(settings: Settings) -> Started | None:
 
     def work() -> None:
         try:
-            outcome.append(prepare(settings, stop=stop.event, migrating=stop.migrating))
+            outcome.append(prepare(stop.event, stop.migrating))
         except BaseException as exc:  # handed to the main thread, raised there
             outcome.append(exc)
         finally:
@@ -73,7 +79,7 @@ def start_up(settings: Settings) -> Started | None:
     # and a signal ends it at once. Event.wait is interrupted by signals.
     stop.event.wait()
     if stop.signum is not None:
-        _stopped(settings, stop, worker, outcome)
+        _stopped(settle_s, stop, worker, outcome)
         return None
     result = outcome[0]
     if isinstance(result, BaseException):
@@ -83,7 +89,7 @@ def start_up(settings: Settings) -> Started | None:
 
 
 def _stopped(
-    settings: Settings,
+    settle_s: float,
     stop: StopRequest,
     worker: threading.Thread,
     outcome: list[Engine | BaseException],
@@ -92,7 +98,7 @@ def _stopped(
     # changed nothing. A migration in progress is not: MySQL's DDL is not
     # transactional, so it is given one DB_TIMEOUT to finish.
     if stop.migrating.is_set():
-        worker.join(settings.db_timeout_s)
+        worker.join(settle_s)
     if outcome and isinstance(outcome[0], Engine):
         outcome[0].dispose()
     log.info(

@@ -197,3 +197,21 @@ def test_db_password_file_is_what_the_controller_logs_in_with(
     assert code == EXIT_FAILED, lines
     assert "access denied" in lines[-1], lines
     assert PASSWORD not in "\n".join(lines)
+
+
+def test_a_metrics_port_in_use_exits_2_with_one_line_naming_it(
+    db: TestDatabase, controllers: Callable[..., Controller]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        code, lines = finished(controllers(db.env(METRICS_PORT=str(port))), timeout_s=60)
+
+    assert code == EXIT_USAGE, lines
+    problems = [line for line in lines if "METRICS_PORT" in line]
+    assert len(problems) == 1, lines
+    assert f"METRICS_PORT={port}" in problems[0]
+    assert "taken" in problems[0]
+    assert not any("Traceback" in line for line in lines), lines

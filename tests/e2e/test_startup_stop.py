@@ -21,7 +21,7 @@ from tests.support.databases import TestDatabase
 from tests.support.processes import Controller
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
-from timer_controller.db.setup import MIGRATION_LOCK
+from timer_controller.db.statements import MIGRATION_LOCK
 
 # "Promptly" is well under a second; the margin is for a shared machine.
 PROMPT_S = 3.0

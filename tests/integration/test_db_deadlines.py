@@ -16,13 +16,9 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.databases import TestDatabase
 from tests.support.tcp_proxy import TcpProxy
-from timer_controller.db.setup import (
-    MIGRATION_LOCK,
-    StartupStopped,
-    describe_error,
-    make_engine,
-    upgrade_to_head,
-)
+from timer_controller.db.errors import describe_error
+from timer_controller.db.setup import StartupStopped, make_engine, upgrade_to_head
+from timer_controller.db.statements import MIGRATION_LOCK
 
 DB_TIMEOUT_S = 3
 # Above: scheduling noise on a shared machine; the bound itself is DB_TIMEOUT_S.

@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from tests.support.databases import TestDatabase, fresh_database
 from timer_controller.db.models import Base
 from timer_controller.db.setup import current_revision_is_head, upgrade_to_head
-from timer_controller.db.statements import claim_statement, sweep_statement
+from timer_controller.db.statements import claim_select, sweep_update
 
 
 def test_upgrade_head_on_an_empty_database_creates_the_contract(db_server: URL) -> None:
@@ -56,8 +56,8 @@ def test_claim_and_sweep_read_a_prefix_of_the_status_index(db: TestDatabase) -> 
         )
         conn.execute(text("INSERT INTO tasks (url, due_at) VALUES ('http://x', UTC_TIMESTAMP(6))"))
         conn.execute(text("ANALYZE TABLE tasks"))
-    claim = _plan(db, claim_statement(limit=10, lookahead_s=0.5))
-    sweep = _plan(db, sweep_statement(default_max_attempts=3, limit=1000))
+    claim = _plan(db, claim_select(limit=10, lookahead_s=0.5))
+    sweep = _plan(db, sweep_update(default_max_attempts=3, limit=1000))
     for plan in (claim, sweep):
         (step,) = plan
         assert step["key"] == "ix_tasks_status_due_at", plan

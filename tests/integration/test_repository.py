@@ -19,10 +19,10 @@ from sqlalchemy import Engine, RowMapping, event, text
 
 from tests.support.databases import TestDatabase
 from timer_controller.db.models import ERROR_MAX_CHARS
-from timer_controller.db.repository import ClaimResult, OutcomeRecord, TaskRepository
+from timer_controller.db.repository import ClaimResult, TaskRepository
 from timer_controller.db.setup import make_engine
 from timer_controller.db.statements import LEASE_LOSSES_BEFORE_FAILING
-from timer_controller.domain.task import Status
+from timer_controller.domain.task import Status, Transition
 
 LEASE_S = 60.0
 # Far below innodb_lock_wait_timeout (50 s): a claim that waited on a lock would miss it.
@@ -307,20 +307,22 @@ def test_record_outcomes_writes_every_kind_with_one_update_each_in_one_transacti
     db_now = sql_now(db.engine)
     long_error = "connection refused: " + "x" * 2000
     outcomes = [
-        OutcomeRecord(done_a, Status.DONE, fired[0], status_code=200),
-        OutcomeRecord(done_b, Status.DONE, fired[1], status_code=200),
-        OutcomeRecord(gone, Status.FAILED, fired[2], status_code=410, error="HTTP 410"),
-        OutcomeRecord(refused, Status.FAILED, fired[3], error=long_error),
-        OutcomeRecord(
+        Transition(done_a, 1, Status.DONE, fired[0], status_code=200),
+        Transition(done_b, 1, Status.DONE, fired[1], status_code=200),
+        Transition(gone, 1, Status.FAILED, fired[2], status_code=410, error="HTTP 410"),
+        Transition(refused, 1, Status.FAILED, fired[3], error=long_error),
+        Transition(
             retry_soon,
+            1,
             Status.WAITING,
             fired[4],
             status_code=503,
             error="HTTP 503",
             next_due_at=db_now - timedelta(seconds=1),
         ),
-        OutcomeRecord(
+        Transition(
             retry_later,
+            1,
             Status.WAITING,
             fired[5],
             error="timeout after 10s",
@@ -335,7 +337,7 @@ def test_record_outcomes_writes_every_kind_with_one_update_each_in_one_transacti
     event.listen(db.engine, "commit", on_commit)
     try:
         with counting_statements(db.engine) as statements:
-            written = repo.record_outcomes(owner="pod-a", outcomes=outcomes)
+            written = repo.record_outcomes(owner="pod-a", transitions=outcomes)
     finally:
         event.remove(db.engine, "commit", on_commit)
     after = sql_now(db.engine)
@@ -379,6 +381,28 @@ def test_record_outcomes_writes_every_kind_with_one_update_each_in_one_transacti
     assert (again.id, again.attempt) == (retry_soon, 2)
 
 
+def test_an_outcome_is_recorded_against_the_attempt_that_was_sent(
+    db: TestDatabase, repo: TaskRepository
+) -> None:
+    """Without an owner (any controller may record, as in amqp mode), the attempt
+    number alone keeps a superseded attempt's late outcome off the newer claim."""
+    task_id = insert_task(db, due_in_s=-5)
+    claim(repo, "pod-a")
+    set_row(db, task_id, "lease_expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND")
+    assert repo.sweep_expired_leases(default_max_attempts=3) == 1
+    (again,) = claim(repo, "pod-b").tasks
+    assert again.attempt == 2
+    fired = sql_now(db.engine)
+
+    stale = Transition(task_id, 1, Status.FAILED, fired, status_code=500, error="HTTP 500")
+    assert repo.record_outcomes(owner=None, transitions=[stale]) == 0
+    assert fetch(db, task_id)["status"] == "claimed"
+
+    current = Transition(task_id, 2, Status.DONE, fired, status_code=200)
+    assert repo.record_outcomes(owner=None, transitions=[current]) == 1
+    assert (fetch(db, task_id)["status"], fetch(db, task_id)["last_status_code"]) == ("done", 200)
+
+
 def test_record_outcomes_never_overwrites_a_task_whose_lease_went_to_another_pod(
     db: TestDatabase, repo: TaskRepository
 ) -> None:
@@ -396,16 +420,16 @@ def test_record_outcomes_never_overwrites_a_task_whose_lease_went_to_another_pod
     assert (
         repo.record_outcomes(
             owner="pod-b",
-            outcomes=[OutcomeRecord(finished_elsewhere, Status.DONE, fired, status_code=201)],
+            transitions=[Transition(finished_elsewhere, 2, Status.DONE, fired, status_code=201)],
         )
         == 1
     )
 
     late = [
-        OutcomeRecord(task_id, Status.FAILED, fired, status_code=500, error="HTTP 500")
+        Transition(task_id, 1, Status.FAILED, fired, status_code=500, error="HTTP 500")
         for task_id in (taken_over, swept_back, finished_elsewhere)
-    ] + [OutcomeRecord(still_mine, Status.DONE, fired, status_code=200)]
-    assert repo.record_outcomes(owner="pod-a", outcomes=late) == 1
+    ] + [Transition(still_mine, 1, Status.DONE, fired, status_code=200)]
+    assert repo.record_outcomes(owner="pod-a", transitions=late) == 1
 
     assert fetch(db, taken_over)["status"] == "claimed"
     assert fetch(db, taken_over)["owner"] == "pod-b"
@@ -615,7 +639,9 @@ def test_get_returns_a_view_of_the_row_or_none(db: TestDatabase, repo: TaskRepos
     fired = sql_now(db.engine)
     repo.record_outcomes(
         owner="pod-a",
-        outcomes=[OutcomeRecord(task_id, Status.FAILED, fired, status_code=404, error="HTTP 404")],
+        transitions=[
+            Transition(task_id, 1, Status.FAILED, fired, status_code=404, error="HTTP 404")
+        ],
     )
     view = repo.get(task_id)
     row = fetch(db, task_id)

@@ -18,10 +18,12 @@ from sqlalchemy.engine import URL
 
 from tests.support.databases import TestDatabase, fresh_database
 from tests.support.waiting import wait_until
+from timer_controller.db.clock import DbClock
+from timer_controller.db.facade import AsyncStorage
 from timer_controller.db.repository import TaskRepository
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime import upkeep as upkeep_module
-from timer_controller.runtime.upkeep import Upkeep
+from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
 
 HOUR_S = 3600.0
 # Generous: the machine is shared; a claim stuck behind a lock would wait 50 s.
@@ -291,7 +293,7 @@ def test_the_retention_lock_only_excludes_purgers_of_the_same_database(
 # -- Upkeep, the controller's retention chore ----------------------------------------
 
 
-def test_upkeep_purge_once_deletes_old_finished_rows_and_logs_it(
+def test_upkeep_purge_deletes_old_finished_rows_and_logs_it(
     db: TestDatabase, repo: TaskRepository, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = insert_tasks(db, 6, status="done", finished_ago_s=2 * HOUR_S) + insert_tasks(
@@ -300,12 +302,15 @@ def test_upkeep_purge_once_deletes_old_finished_rows_and_logs_it(
     kept = insert_tasks(db, 2, status="done", finished_ago_s=60) + insert_tasks(
         db, 2, due_ago_s=30 * 24 * HOUR_S
     )
-    chores = Upkeep(repo, Metrics(), retention_s=HOUR_S, cleanup_batch=3, sample_backlog=False)
+    chores = _upkeep(repo, Metrics(), retention_s=HOUR_S, cleanup_batch=3, sample_backlog=False)
 
     with caplog.at_level(logging.INFO, logger="timer_controller.runtime.upkeep"):
         # Retried while another test database's purge holds the server-wide lock.
         first = wait_until(
-            chores.purge_once, timeout_s=LOCK_WAIT_S, what="the retention lock", interval_s=0.1
+            lambda: asyncio.run(chores.purge()),
+            timeout_s=LOCK_WAIT_S,
+            what="the retention lock",
+            interval_s=0.1,
         )
         assert first == len(old)
 
@@ -343,6 +348,24 @@ async def _wait_for(
         await asyncio.sleep(0.02)  # a poll interval, not synchronisation
 
 
+def _upkeep(
+    repo: TaskRepository,
+    metrics: Metrics,
+    *,
+    retention_s: float,
+    cleanup_batch: int,
+    sample_backlog: bool,
+) -> Upkeep:
+    config = UpkeepConfig(
+        lease_s=60.0,
+        max_attempts=3,
+        retention_s=retention_s,
+        cleanup_batch=cleanup_batch,
+        sample_backlog=sample_backlog,
+    )
+    return Upkeep(AsyncStorage(repo, DbClock()), metrics, config)
+
+
 @pytest.fixture
 def quick_upkeep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chores every few tens of ms instead of every minute / 10 s."""
@@ -357,7 +380,7 @@ def test_upkeep_run_purges_and_samples_the_backlog_until_stopped(db: TestDatabas
     insert_tasks(db, 1, due_ago_s=-HOUR_S)  # not due yet: not backlog
     repo = CountingRepository(db.engine)
     metrics = Metrics()
-    chores = Upkeep(repo, metrics, retention_s=HOUR_S, cleanup_batch=2, sample_backlog=True)
+    chores = _upkeep(repo, metrics, retention_s=HOUR_S, cleanup_batch=2, sample_backlog=True)
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -381,7 +404,7 @@ def test_upkeep_run_purges_and_samples_the_backlog_until_stopped(db: TestDatabas
 def test_upkeep_with_retention_zero_never_purges(db: TestDatabase) -> None:
     old = insert_tasks(db, 3, status="done", finished_ago_s=400 * 24 * HOUR_S)
     repo = CountingRepository(db.engine)
-    chores = Upkeep(repo, Metrics(), retention_s=0, cleanup_batch=2, sample_backlog=True)
+    chores = _upkeep(repo, Metrics(), retention_s=0, cleanup_batch=2, sample_backlog=True)
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -423,7 +446,7 @@ def test_stopping_upkeep_interrupts_a_long_purge_between_batches(db: TestDatabas
                 older_than_s=older_than_s, batch_size=batch_size, pause=watched_pause
             )
 
-    chores = Upkeep(
+    chores = _upkeep(
         PausingRepository(db.engine),
         Metrics(),
         retention_s=HOUR_S,

@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tests.support.processes import REPO
-from timer_controller.settings import FILE_SUFFIX, Settings
+from timer_controller.settings import FILE_SUFFIX, Settings, WorkerSettings, env_name
 
 # Every variable the settings read: none may leak in from the developer's shell.
 _SETTING_VARS = frozenset(
-    name.upper() + suffix for name in Settings.model_fields for suffix in ("", FILE_SUFFIX)
+    env_name(name, field) + suffix
+    for model in (Settings, WorkerSettings)
+    for name, field in model.model_fields.items()
+    for suffix in ("", FILE_SUFFIX)
 ) | {"HOSTNAME"}
 
 

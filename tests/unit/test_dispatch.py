@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from timer_controller.delivery.dispatch import Dispatcher, classify_status, describe_connect_error
-from timer_controller.delivery.policy import TargetPolicy
+from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
 from timer_controller.domain.task import RETRYABLE_CLASSES, ClaimedTask, Outcome, OutcomeClass
 
 
@@ -231,18 +231,15 @@ def _fire(task: ClaimedTask, handler: Handler) -> tuple[Outcome, list[httpx.Requ
 
     async def run() -> Outcome:
         transport = httpx.MockTransport(recording)
-        async with httpx.AsyncClient(transport=transport) as client:
-            dispatcher = Dispatcher(
-                client,
-                transport=transport,
-                follow_redirects=False,
-                timeout_s=5.0,
-                policy=TargetPolicy(),
-                keys=(),
-                max_body_bytes=1024,
-                db_clock=lambda: DB_NOW,
-            )
-            return await dispatcher.fire(task)
+        dispatcher = Dispatcher(
+            transport.handle_async_request,
+            timeout_s=5.0,
+            policy=TargetPolicy(),
+            keys=(),
+            max_body_bytes=1024,
+            db_clock=lambda: DB_NOW,
+        )
+        return await dispatcher.fire(task)
 
     return asyncio.run(run()), seen
 
@@ -334,6 +331,20 @@ def test_fire_does_not_send_an_invalid_row() -> None:
     assert outcome.error is not None
     assert outcome.error.startswith("method 'TRACE' is not allowed")
     assert seen == []
+    assert outcome.fired_at is None  # nothing was sent, so nothing fired
+
+
+def test_fire_gives_no_fired_at_to_a_destination_refused_before_sending() -> None:
+    outcome, _ = _fire(TASK, _raise(BlockedDestinationError("10.0.0.1 is private")))
+
+    assert (outcome.klass, outcome.error) == (OutcomeClass.INVALID, "blocked destination")
+    assert outcome.fired_at is None
+
+
+def test_fire_gives_a_fired_at_to_a_request_that_was_sent_and_failed() -> None:
+    outcome, _ = _fire(TASK, _raise(httpx.ReadTimeout("read timed out")))
+
+    assert outcome.fired_at == DB_NOW
 
 
 def test_fire_fails_a_row_whose_header_value_cannot_be_sent() -> None:

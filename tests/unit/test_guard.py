@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from timer_controller.delivery.policy import (
-    MAX_URL_CHARS,
     BlockedDestinationError,
     TargetPolicy,
     check_address,
@@ -17,6 +16,7 @@ from timer_controller.delivery.policy import (
     is_legacy_ipv4,
     parse_allowed_hosts,
 )
+from timer_controller.domain.task import MAX_URL_CHARS
 
 OPEN = TargetPolicy()
 BLOCK = TargetPolicy(block_private_networks=True)

@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 
-from timer_controller.delivery.dispatch import classify_status
-from timer_controller.domain.retry import (
-    Decision,
-    Final,
-    RetryAt,
-    backoff_s,
-    decide,
-    parse_retry_after,
-)
-from timer_controller.domain.task import OutcomeClass, Status
+from timer_controller.delivery.dispatch import classify_status, parse_retry_after
+from timer_controller.domain.retry import RetryPolicy, backoff_s, decide
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass, Status
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)  # a Wednesday; naive UTC like the DATETIME columns
 BASE_S = 1.0
 MAX_S = 3600.0
 ALMOST_ONE = 0.9999999999
+
+
+class Decided(NamedTuple):
+    status: Status
+    next_due_at: datetime | None
+
+    @property
+    def delay_s(self) -> float:
+        assert self.next_due_at is not None
+        return (self.next_due_at - NOW).total_seconds()
+
+
+def final(status: Status) -> Decided:
+    return Decided(status, None)
+
+
+def retry_at(when: datetime) -> Decided:
+    return Decided(Status.WAITING, when)
 
 
 def _decide(
@@ -30,20 +44,20 @@ def _decide(
     outcome: OutcomeClass,
     retry_after_s: float | None = None,
     *,
-    rand: float = 0.5,
+    rand: float | Callable[[], float] = 0.5,
     base_s: float = BASE_S,
     max_s: float = MAX_S,
-) -> Decision:
-    return decide(
-        attempt=attempt,
-        max_attempts=max_attempts,
-        outcome=outcome,
-        retry_after_s=retry_after_s,
+) -> Decided:
+    task = ClaimedTask(id=7, url="http://r.test/", due_at=NOW, attempt=attempt, max_attempts=None)
+    transition = decide(
+        task,
+        Outcome(7, outcome, retry_after_s=retry_after_s, fired_at=NOW),
+        policy=RetryPolicy(max_attempts=max_attempts, base_s=base_s, max_s=max_s),
         now=NOW,
-        base_s=base_s,
-        max_s=max_s,
-        rand=lambda: rand,
+        rand=rand if callable(rand) else lambda: rand,
     )
+    assert (transition.task_id, transition.attempt, transition.fired_at) == (7, attempt, NOW)
+    return Decided(transition.status, transition.next_due_at)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +89,7 @@ def test_final_decisions(
     retry_after_s: float | None,
     expected: Status,
 ) -> None:
-    assert _decide(attempt, max_attempts, outcome, retry_after_s) == Final(expected)
+    assert _decide(attempt, max_attempts, outcome, retry_after_s) == final(expected)
 
 
 @pytest.mark.parametrize(
@@ -109,34 +123,32 @@ def test_retry_decisions(
 ) -> None:
     decision = _decide(attempt, max_attempts, outcome, retry_after_s, rand=rand)
 
-    assert decision == RetryAt(
-        next_due_at=NOW + timedelta(seconds=expected_delay_s), delay_s=expected_delay_s
-    )
+    assert decision == retry_at(NOW + timedelta(seconds=expected_delay_s))
 
 
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        (200, Final(Status.DONE)),
-        (201, Final(Status.DONE)),
-        (204, Final(Status.DONE)),
-        (408, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (429, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (500, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (502, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (503, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (599, RetryAt(NOW + timedelta(seconds=0.5), 0.5)),
-        (301, Final(Status.FAILED)),  # redirects are not followed by default
-        (400, Final(Status.FAILED)),
-        (401, Final(Status.FAILED)),
-        (403, Final(Status.FAILED)),
-        (404, Final(Status.FAILED)),
-        (409, Final(Status.FAILED)),
-        (410, Final(Status.FAILED)),
-        (422, Final(Status.FAILED)),
+        (200, final(Status.DONE)),
+        (201, final(Status.DONE)),
+        (204, final(Status.DONE)),
+        (408, retry_at(NOW + timedelta(seconds=0.5))),
+        (429, retry_at(NOW + timedelta(seconds=0.5))),
+        (500, retry_at(NOW + timedelta(seconds=0.5))),
+        (502, retry_at(NOW + timedelta(seconds=0.5))),
+        (503, retry_at(NOW + timedelta(seconds=0.5))),
+        (599, retry_at(NOW + timedelta(seconds=0.5))),
+        (301, final(Status.FAILED)),  # redirects are not followed by default
+        (400, final(Status.FAILED)),
+        (401, final(Status.FAILED)),
+        (403, final(Status.FAILED)),
+        (404, final(Status.FAILED)),
+        (409, final(Status.FAILED)),
+        (410, final(Status.FAILED)),
+        (422, final(Status.FAILED)),
     ],
 )
-def test_status_code_to_decision_on_first_of_three_attempts(code: int, expected: Decision) -> None:
+def test_status_code_to_decision_on_first_of_three_attempts(code: int, expected: Decided) -> None:
     assert _decide(1, 3, classify_status(code)) == expected
 
 
@@ -148,9 +160,10 @@ def test_full_jitter_bounds(attempt: int, outcome: OutcomeClass) -> None:
     lowest = _decide(attempt, attempt + 1, outcome, rand=0.0)
     highest = _decide(attempt, attempt + 1, outcome, rand=ALMOST_ONE)
 
-    assert lowest == RetryAt(next_due_at=NOW, delay_s=0.0)
-    assert isinstance(highest, RetryAt)
-    assert ceiling_s * 0.999 < highest.delay_s < ceiling_s
+    assert lowest == retry_at(NOW)
+    assert highest.status is Status.WAITING
+    # Rounded to the microsecond the DATETIME(6) column keeps.
+    assert ceiling_s * 0.999 < highest.delay_s <= ceiling_s
     assert highest.next_due_at == NOW + timedelta(seconds=highest.delay_s)
     # timedelta rounds to the microsecond the DATETIME(6) column keeps.
     assert highest.next_due_at <= NOW + timedelta(seconds=ceiling_s)
@@ -161,16 +174,8 @@ def test_default_rand_stays_within_full_jitter_bounds(attempt: int) -> None:
     ceiling_s = min(MAX_S, BASE_S * 2 ** (attempt - 1))
     delays: list[float] = []
     for _ in range(300):
-        decision = decide(
-            attempt=attempt,
-            max_attempts=attempt + 1,
-            outcome=OutcomeClass.TIMEOUT,
-            retry_after_s=None,
-            now=NOW,
-            base_s=BASE_S,
-            max_s=MAX_S,
-        )
-        assert isinstance(decision, RetryAt)
+        decision = _decide(attempt, attempt + 1, OutcomeClass.TIMEOUT, rand=random.random)
+        assert decision.status is Status.WAITING
         delays.append(decision.delay_s)
 
     assert all(0.0 <= d <= ceiling_s for d in delays)
@@ -181,18 +186,9 @@ def test_rand_is_not_drawn_when_retry_after_is_given() -> None:
     def no_rand() -> float:
         raise AssertionError("rand called although Retry-After decides the delay")
 
-    decision = decide(
-        attempt=1,
-        max_attempts=3,
-        outcome=OutcomeClass.RETRYABLE_STATUS,
-        retry_after_s=12.0,
-        now=NOW,
-        base_s=BASE_S,
-        max_s=MAX_S,
-        rand=no_rand,
-    )
+    decision = _decide(1, 3, OutcomeClass.RETRYABLE_STATUS, 12.0, rand=no_rand)
 
-    assert decision == RetryAt(NOW + timedelta(seconds=12), 12.0)
+    assert decision == retry_at(NOW + timedelta(seconds=12))
 
 
 @pytest.mark.parametrize(
@@ -236,8 +232,8 @@ def test_huge_attempts_do_not_overflow(attempt: int) -> None:
     assert math.isfinite(unbounded)
     assert unbounded == 2.0 ** min(attempt - 1, 64)
     decision = _decide(attempt, attempt + 1, OutcomeClass.CONNECT_ERROR, rand=ALMOST_ONE)
-    assert isinstance(decision, RetryAt)
-    assert decision.delay_s < MAX_S
+    assert decision.status is Status.WAITING
+    assert decision.delay_s <= MAX_S
 
 
 @pytest.mark.parametrize(

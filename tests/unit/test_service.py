@@ -1,15 +1,16 @@
-"""The loop's pure decisions: how many tasks to claim, and what to record for an outcome."""
+"""The loop's pure decisions: how many tasks to claim, and the transition an outcome makes."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import datetime, timedelta
 
 import pytest
 
-from timer_controller.db.repository import OutcomeRecord
-from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass, Status
-from timer_controller.runtime.controller import LoopConfig, claim_size, to_record
+from timer_controller.domain.retry import RetryPolicy, decide
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass, Status, Transition
+from timer_controller.runtime.controller import claim_size
 
 NOW = datetime(2025, 6, 1, 12, 0, 0)
 FIRED_AT = datetime(2025, 6, 1, 11, 59, 59, 500000)
@@ -57,21 +58,8 @@ def test_claim_size_never_exceeds_free_slots_batch_or_max_in_flight() -> None:
             assert size == min(batch, cap), (free, batch, cap)
 
 
-def _config(*, max_attempts: int = 3, backoff_max_s: float = 3600.0) -> LoopConfig:
-    return LoopConfig(
-        owner="pod-a/1-abcd",
-        batch_size=10,
-        max_in_flight=100,
-        poll_interval_s=0.5,
-        lookahead_s=0.5,
-        lease_s=60.0,
-        shutdown_grace_s=10.0,
-        max_attempts=max_attempts,
-        backoff_base_s=1.0,
-        backoff_max_s=backoff_max_s,
-        retry_number=10,
-        reconnect_wait_s=1.0,
-    )
+def _policy(*, max_attempts: int = 3, backoff_max_s: float = 3600.0) -> RetryPolicy:
+    return RetryPolicy(max_attempts=max_attempts, base_s=1.0, max_s=backoff_max_s)
 
 
 def _task(*, attempt: int = 1, max_attempts: int | None = None) -> ClaimedTask:
@@ -102,28 +90,29 @@ def _outcome(
         (
             _task(),
             _outcome(OutcomeClass.SUCCESS, code=200),
-            OutcomeRecord(77, Status.DONE, FIRED_AT, status_code=200),
+            Transition(77, 1, Status.DONE, FIRED_AT, status_code=200),
         ),
         (
             _task(attempt=3),
             _outcome(OutcomeClass.SUCCESS, code=204),
-            OutcomeRecord(77, Status.DONE, FIRED_AT, status_code=204),
+            Transition(77, 1, Status.DONE, FIRED_AT, status_code=204),
         ),
         (
             _task(),
             _outcome(OutcomeClass.FINAL_STATUS, code=410, error="HTTP 410"),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, status_code=410, error="HTTP 410"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, status_code=410, error="HTTP 410"),
         ),
         (
             _task(),
             _outcome(OutcomeClass.INVALID, error="empty URL"),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, error="empty URL"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, error="empty URL"),
         ),
         (
             _task(),
             _outcome(OutcomeClass.RETRYABLE_STATUS, code=503, error="HTTP 503", retry_after_s=30),
-            OutcomeRecord(
+            Transition(
                 77,
+                1,
                 Status.WAITING,
                 FIRED_AT,
                 status_code=503,
@@ -134,20 +123,20 @@ def _outcome(
         (
             _task(attempt=2),
             _outcome(OutcomeClass.RETRYABLE_STATUS, code=429, error="HTTP 429", retry_after_s=0),
-            OutcomeRecord(
-                77, Status.WAITING, FIRED_AT, status_code=429, error="HTTP 429", next_due_at=NOW
+            Transition(
+                77, 1, Status.WAITING, FIRED_AT, status_code=429, error="HTTP 429", next_due_at=NOW
             ),
         ),
         # The last attempt of the configured MAX_ATTEMPTS fails.
         (
             _task(attempt=3),
             _outcome(OutcomeClass.TIMEOUT, error="timed out after 10s"),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, error="timed out after 10s"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, error="timed out after 10s"),
         ),
         (
             _task(attempt=3),
             _outcome(OutcomeClass.RETRYABLE_STATUS, code=500, error="HTTP 500", retry_after_s=5),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, status_code=500, error="HTTP 500"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, status_code=500, error="HTTP 500"),
         ),
         # A per-task max_attempts overrides the configured one, both ways.
         (
@@ -158,20 +147,20 @@ def _outcome(
         (
             _task(attempt=1, max_attempts=1),
             _outcome(OutcomeClass.CONNECT_ERROR, error="connection refused"),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, error="connection refused"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, error="connection refused"),
         ),
         (
             _task(attempt=5, max_attempts=5),
             _outcome(OutcomeClass.RETRYABLE_STATUS, code=502, error="HTTP 502", retry_after_s=1),
-            OutcomeRecord(77, Status.FAILED, FIRED_AT, status_code=502, error="HTTP 502"),
+            Transition(77, 1, Status.FAILED, FIRED_AT, status_code=502, error="HTTP 502"),
         ),
     ],
 )
-def test_to_record(task: ClaimedTask, outcome: Outcome, expected: OutcomeRecord | None) -> None:
-    record = to_record(task, outcome, _config(max_attempts=3), now=NOW)
+def test_decide(task: ClaimedTask, outcome: Outcome, expected: Transition | None) -> None:
+    record = decide(task, outcome, policy=_policy(max_attempts=3), now=NOW)
 
     if expected is not None:
-        assert record == expected
+        assert record == dataclasses.replace(expected, attempt=task.attempt)
     else:
         assert record.status is Status.WAITING
         assert record.error == outcome.error
@@ -181,11 +170,11 @@ def test_to_record(task: ClaimedTask, outcome: Outcome, expected: OutcomeRecord 
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 4, 9])
-def test_to_record_retry_time_is_within_the_backoff_window(attempt: int) -> None:
+def test_transition_retry_time_is_within_the_backoff_window(attempt: int) -> None:
     task = _task(attempt=attempt, max_attempts=10)
     outcome = _outcome(OutcomeClass.TIMEOUT, error="timed out after 10s")
 
-    records = [to_record(task, outcome, _config(), now=NOW) for _ in range(50)]
+    records = [decide(task, outcome, policy=_policy(), now=NOW) for _ in range(50)]
 
     ceiling = timedelta(seconds=min(3600.0, 2.0 ** (attempt - 1)))
     for record in records:
@@ -194,22 +183,22 @@ def test_to_record_retry_time_is_within_the_backoff_window(attempt: int) -> None
         assert NOW <= record.next_due_at <= NOW + ceiling
 
 
-def test_to_record_caps_retry_after_at_the_configured_maximum() -> None:
+def test_transition_caps_retry_after_at_the_configured_maximum() -> None:
     outcome = _outcome(OutcomeClass.RETRYABLE_STATUS, code=503, retry_after_s=86400)
 
-    record = to_record(_task(), outcome, _config(backoff_max_s=60.0), now=NOW)
+    record = decide(_task(), outcome, policy=_policy(backoff_max_s=60.0), now=NOW)
 
     assert record.next_due_at == NOW + timedelta(seconds=60)
 
 
-def test_to_record_falls_back_to_the_configured_max_attempts() -> None:
+def test_transition_falls_back_to_the_configured_max_attempts() -> None:
     outcome = _outcome(OutcomeClass.TIMEOUT, error="timed out after 10s")
 
-    retried = to_record(
-        _task(attempt=4, max_attempts=None), outcome, _config(max_attempts=5), now=NOW
+    retried = decide(
+        _task(attempt=4, max_attempts=None), outcome, policy=_policy(max_attempts=5), now=NOW
     )
-    failed = to_record(
-        _task(attempt=5, max_attempts=None), outcome, _config(max_attempts=5), now=NOW
+    failed = decide(
+        _task(attempt=5, max_attempts=None), outcome, policy=_policy(max_attempts=5), now=NOW
     )
 
     assert retried.status is Status.WAITING

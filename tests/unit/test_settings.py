@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from timer_controller.settings import ConfigError, Settings, load_settings
+from timer_controller.errors import ConfigError
+from timer_controller.settings import (
+    Settings,
+    WorkerSettings,
+    env_name,
+    load_settings,
+    load_worker_settings,
+    redact_url,
+)
 
 PASSWORD = "pw-Zq8!unmistakable-secret"
 SECRET_1 = "whsec_" + base64.b64encode(b"1" * 32).decode()
@@ -342,3 +350,127 @@ def test_invalid_allowed_hosts_is_a_config_error(
 
     with pytest.raises(ConfigError, match="ALLOWED_HOSTS"):
         load_settings()
+
+
+AMQP_PASSWORD = "amqp-Pw9!unmistakable"
+AMQP_URL = f"amqp://timer:{AMQP_PASSWORD}@broker.example:5672/timers"
+
+
+@pytest.fixture
+def clean_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, field in WorkerSettings.model_fields.items():
+        monkeypatch.delenv(env_name(name, field), raising=False)
+        monkeypatch.delenv(env_name(name, field) + "_FILE", raising=False)
+    for name in ("DISPATCH", "QUEUE_LEASE_TIME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("required", "clean_worker_env")
+def test_dispatch_defaults_to_direct_with_no_broker() -> None:
+    settings = load_settings()
+
+    assert settings.dispatch == "direct"
+    assert settings.amqp_url is None
+    assert settings.amqp_prefix == "timer"
+    assert settings.queue_lease_s == 600.0
+
+
+@pytest.mark.usefixtures("required", "clean_worker_env")
+def test_amqp_dispatch_needs_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCH", "amqp")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert str(caught.value) == (
+        "AMQP_URL is required with DISPATCH=amqp (set AMQP_URL or AMQP_URL_FILE)"
+    )
+
+
+@pytest.mark.usefixtures("required", "clean_worker_env")
+def test_amqp_dispatch_with_a_url_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "amqp").write_text(AMQP_URL + "\n", encoding="utf-8")
+    monkeypatch.setenv("DISPATCH", " AMQP ")
+    monkeypatch.setenv("AMQP_URL_FILE", str(tmp_path / "amqp"))
+
+    settings = load_settings()
+
+    assert settings.dispatch == "amqp"
+    assert settings.amqp_url is not None
+    assert settings.amqp_url.get_secret_value() == AMQP_URL
+    assert AMQP_PASSWORD not in repr(settings)
+
+
+@pytest.mark.usefixtures("clean_env", "clean_worker_env")
+def test_the_worker_needs_no_database_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_URL", AMQP_URL)
+
+    settings = load_worker_settings()
+
+    assert settings.worker_concurrency == 100
+    assert settings.webhook_timeout_s == 10.0
+    assert settings.max_request_body_bytes == 1024 * 1024
+    assert settings.amqp_prefix == "timer"
+    assert not hasattr(settings, "db_host")
+
+
+@pytest.mark.usefixtures("clean_env", "clean_worker_env")
+def test_the_worker_needs_amqp_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_worker_settings()
+
+    assert str(caught.value) == "AMQP_URL is required by the worker (set AMQP_URL or AMQP_URL_FILE)"
+
+
+@pytest.mark.usefixtures("clean_env", "clean_worker_env")
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY=0 is invalid: "),
+        ({"WORKER_CONCURRENCY": "10001"}, "WORKER_CONCURRENCY=10001 is invalid: "),
+        ({"AMQP_PREFIX": "a b"}, "AMQP_PREFIX=a b is invalid: "),
+        ({"AMQP_PREFIX": "x" * 101}, "AMQP_PREFIX=" + "x" * 101 + " is invalid: "),
+        ({"AMQP_URL": "http://guest:" + AMQP_PASSWORD + "@h/"}, "AMQP_URL is invalid: must be "),
+        ({"AMQP_URL": "amqp://u:" + AMQP_PASSWORD + "@h:99999/"}, "AMQP_URL is invalid: not a "),
+        ({"WEBHOOK_TIMEOUT": "0"}, "WEBHOOK_TIMEOUT=0 is invalid: "),
+    ],
+)
+def test_invalid_worker_setting_names_the_variable_and_hides_the_url(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    monkeypatch.setenv("AMQP_URL", AMQP_URL)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_worker_settings()
+
+    assert str(caught.value).startswith(message)
+    assert AMQP_PASSWORD not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("required", "clean_worker_env")
+def test_queue_lease_must_outlast_lease_and_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCH", "amqp")
+    monkeypatch.setenv("AMQP_URL", AMQP_URL)
+    monkeypatch.setenv("QUEUE_LEASE_TIME", "60.5")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert str(caught.value).startswith(
+        "QUEUE_LEASE_TIME (60.5s) must be greater than LEASE_TIME (60s) plus the look-ahead (0.5s)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (AMQP_URL, "amqp://timer:***@broker.example:5672/timers"),
+        ("amqps://u:p@[::1]/", "amqps://u:***@[::1]/"),
+        ("amqp://127.0.0.1/", "amqp://127.0.0.1/"),
+    ],
+)
+def test_redacted_url_hides_only_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

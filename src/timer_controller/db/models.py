@@ -22,9 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from timer_controller.domain.task import Status
+from timer_controller.domain.task import MAX_URL_CHARS, Status
 
-URL_MAX_CHARS = 2048
 ERROR_MAX_CHARS = 500
 OWNER_MAX_CHARS = 255
 
@@ -54,7 +53,7 @@ class Task(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    url: Mapped[str] = mapped_column(String(URL_MAX_CHARS), nullable=False)
+    url: Mapped[str] = mapped_column(String(MAX_URL_CHARS), nullable=False)
     due_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, server_default=Status.WAITING.value

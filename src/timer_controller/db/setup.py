@@ -1,4 +1,4 @@
-"""Connecting to the server, creating the database, migrating it.
+"""Connecting to the server, creating the database, migrating it; named locks.
 
 Everything that opens a connection lives behind a function called by the
 entry point; importing this module connects to nothing.
@@ -6,45 +6,30 @@ entry point; importing this module connects to nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import URL, Connection, Engine, create_engine
+from sqlalchemy.exc import OperationalError
 
-from timer_controller.settings import Settings
+from timer_controller.db import statements
+from timer_controller.db.errors import describe_error
+from timer_controller.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-# Server-wide, so scoped by the (hashed) database name; see repository.py.
-MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 MIGRATION_LOCK_WAIT_S = 120
-# The lock is polled (GET_LOCK with no wait) rather than waited for on the
-# server: a server-side wait would outlast the read timeout, and a poll lets
-# a stop end the wait at once.
-MIGRATION_LOCK_POLL_S = 0.5
+# Named locks are polled (GET_LOCK with no wait) rather than waited for on
+# the server: a server-side wait would outlast the read timeout, and a poll
+# lets a stop end the wait at once.
+LOCK_POLL_S = 0.5
 DEFAULT_DB_TIMEOUT_S = 10
-
-# mysqlclient / MySQL client error codes worth a human explanation.
-_REASONS = {
-    1045: "access denied (check DB_USER and DB_PASSWORD)",
-    1044: "access denied to the database (check the user's grants)",
-    1049: "unknown database",
-    2002: "connection refused (is the server running?)",
-    2003: "connection refused or unreachable (is the server running and the port right?)",
-    2005: "unknown host (check DB_HOST)",
-    2006: "server has gone away",
-    2013: "lost connection, or no answer within DB_TIMEOUT",
-}
-
-
-class DatabaseUnavailable(Exception):
-    """The server could not be reached within the allowed tries."""
 
 
 class StartupStopped(Exception):
@@ -71,13 +56,13 @@ def driver_timeouts(db_timeout_s: int, *, read_tries: int | None = None) -> dict
     return {"connect_timeout": db_timeout_s, "read_timeout": per_try_s, "write_timeout": per_try_s}
 
 
-def server_url(settings: Settings, *, database: str | None) -> URL:
+def server_url(*, host: str, port: int, user: str, password: str, database: str | None) -> URL:
     return URL.create(
         "mysql+mysqldb",
-        username=settings.db_user,
-        password=settings.db_password.get_secret_value(),
-        host=settings.db_host,
-        port=settings.db_port,
+        username=user,
+        password=password,
+        host=host,
+        port=port,
         database=database,
         query={"charset": "utf8mb4"},
     )
@@ -113,40 +98,12 @@ def make_engine(
     )
 
 
-def engine_for(settings: Settings, *, database: str | None, pool_size: int = 5) -> Engine:
-    """``make_engine`` for the configured server, with DB_TIMEOUT."""
-    return make_engine(
-        server_url(settings, database=database),
-        pool_size=pool_size,
-        db_timeout_s=settings.db_timeout_s,
-    )
-
-
-def error_code(exc: BaseException) -> int | None:
-    """The MySQL/MariaDB error number behind a driver or SQLAlchemy error, if any."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short reason for a failed connection: refused, unknown host, denied…"""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    code = error_code(exc)
-    if code in _REASONS:
-        return _REASONS[code]
-    detail = args[1] if len(args) > 1 else str(orig)
-    return str(detail).splitlines()[0] if str(detail) else type(orig).__name__
-
-
 def wait_for_server(
     engine: Engine,
     *,
     tries: int,
     wait_s: float,
     where: str,
-    on_failure: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Run ``SELECT 1`` until it works, at most ``tries`` times ``wait_s`` apart.
@@ -160,24 +117,62 @@ def wait_for_server(
             raise StartupStopped
         try:
             with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+                conn.execute(statements.ping())
             if attempt > 1:
                 log.info("database %s reachable again after %d tries", where, attempt)
             return
         except OperationalError as exc:
             reason = describe_error(exc)
             log.warning("database %s unreachable (try %d of %d): %s", where, attempt, tries, reason)
-            if on_failure is not None:
-                on_failure()
             if attempt < tries and stop.wait(wait_s):
                 raise StartupStopped from None
     raise DatabaseUnavailable(f"cannot reach the database at {where} after {tries} tries: {reason}")
 
 
 def ensure_database(server_engine: Engine, name: str) -> None:
-    # The name is validated against [A-Za-z0-9_] by Settings, so quoting is safe.
     with server_engine.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"))
+        conn.execute(statements.create_database(name))
+
+
+def _poll_lock(
+    conn: Connection, name_sql: str, *, wait_s: float, what: str, stop: threading.Event
+) -> bool:
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while conn.execute(statements.get_lock(name_sql), {"wait": 0}).scalar() != 1:
+        if time.monotonic() >= deadline:
+            return False
+        if not waiting:
+            waiting = True
+            log.info("waiting up to %gs for %s", wait_s, what)
+        if stop.wait(LOCK_POLL_S):
+            raise StartupStopped
+    return True
+
+
+@contextlib.contextmanager
+def named_lock(
+    conn: Connection,
+    name_sql: str,
+    *,
+    wait_s: float,
+    what: str = "a named lock",
+    stop: threading.Event | None = None,
+) -> Iterator[bool]:
+    """Hold a server-wide ``GET_LOCK`` for the block; yields False if not had in time.
+
+    Named locks belong to the connection, not a transaction, so the block
+    may commit as often as it likes while holding it. A set ``stop`` ends
+    the wait with StartupStopped.
+    """
+    got = _poll_lock(conn, name_sql, wait_s=wait_s, what=what, stop=stop or threading.Event())
+    conn.commit()
+    try:
+        yield got
+    finally:
+        if got:
+            conn.execute(statements.release_lock(name_sql))
+            conn.commit()
 
 
 def migrations_dir() -> Path:
@@ -194,25 +189,6 @@ def alembic_config() -> Config:
     return config
 
 
-def _take_migration_lock(conn: Connection, stop: threading.Event) -> None:
-    deadline = time.monotonic() + MIGRATION_LOCK_WAIT_S
-    waiting = False
-    while conn.execute(text(f"SELECT GET_LOCK({MIGRATION_LOCK}, 0)")).scalar() != 1:
-        if not waiting:
-            waiting = True
-            log.info(
-                "waiting up to %ds for the migration lock (another pod is migrating)",
-                MIGRATION_LOCK_WAIT_S,
-            )
-        if time.monotonic() >= deadline:
-            raise DatabaseUnavailable(
-                f"could not take the migration lock within {MIGRATION_LOCK_WAIT_S}s; "
-                "is another pod stuck migrating?"
-            )
-        if stop.wait(MIGRATION_LOCK_POLL_S):
-            raise StartupStopped
-
-
 def upgrade_to_head(
     engine: Engine,
     *,
@@ -225,8 +201,18 @@ def upgrade_to_head(
     lock is held ``migrating`` is set: a stop then lets the migration finish.
     """
     migrating = migrating or threading.Event()
-    with engine.connect() as conn:
-        _take_migration_lock(conn, stop or threading.Event())
+    what = "the migration lock (another pod is migrating)"
+    with (
+        engine.connect() as conn,
+        named_lock(
+            conn, statements.MIGRATION_LOCK, wait_s=MIGRATION_LOCK_WAIT_S, what=what, stop=stop
+        ) as got,
+    ):
+        if not got:
+            raise DatabaseUnavailable(
+                f"could not take the migration lock within {MIGRATION_LOCK_WAIT_S}s; "
+                "is another pod stuck migrating?"
+            )
         migrating.set()
         try:
             config = alembic_config()
@@ -234,7 +220,6 @@ def upgrade_to_head(
             command.upgrade(config, "head")
             conn.commit()
         finally:
-            conn.execute(text(f"SELECT RELEASE_LOCK({MIGRATION_LOCK})"))
             migrating.clear()
 
 
@@ -249,8 +234,12 @@ def current_revision_is_head(engine: Engine) -> bool:
 
 
 def prepare(
-    settings: Settings,
+    server: URL,
+    database: str,
     *,
+    tries: int,
+    wait_s: float,
+    db_timeout_s: int = DEFAULT_DB_TIMEOUT_S,
     stop: threading.Event | None = None,
     migrating: threading.Event | None = None,
 ) -> Engine:
@@ -259,26 +248,16 @@ def prepare(
     A set ``stop`` ends any wait on the way with StartupStopped; ``migrating``
     is set while a migration runs (see ``upgrade_to_head``).
     """
-    where = f"{settings.db_host}:{settings.db_port}"
-    server = engine_for(settings, database=None, pool_size=1)
+    where = f"{server.host}:{server.port}"
+    server_engine = make_engine(server.set(database=None), pool_size=1, db_timeout_s=db_timeout_s)
     try:
-        wait_for_server(
-            server,
-            tries=settings.retry_number,
-            wait_s=settings.reconnect_wait_s,
-            where=where,
-            stop=stop,
-        )
-        ensure_database(server, settings.db_name)
+        wait_for_server(server_engine, tries=tries, wait_s=wait_s, where=where, stop=stop)
+        ensure_database(server_engine, database)
     finally:
-        server.dispose()
+        server_engine.dispose()
     # No pre-ping: it costs a round trip per claim and per outcome write, and
     # the loop already retries any statement that meets a dead connection.
-    engine = make_engine(
-        server_url(settings, database=settings.db_name),
-        pre_ping=False,
-        db_timeout_s=settings.db_timeout_s,
-    )
+    engine = make_engine(server.set(database=database), pre_ping=False, db_timeout_s=db_timeout_s)
     try:
         upgrade_to_head(engine, stop=stop, migrating=migrating)
     except BaseException:

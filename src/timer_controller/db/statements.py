@@ -1,37 +1,49 @@
-"""How the repository's statements are built: pure, no connection.
+"""Every SQL statement the project runs, built here: pure, no connection.
 
-Every statement here reads the ``(status, due_at)`` index by a status
-prefix; "now" is always the database's ``UTC_TIMESTAMP(6)``.
+The repository and the set-up only execute what these functions return.
+The hot statements read the ``(status, due_at)`` index by a status prefix;
+"now" is always the database's ``UTC_TIMESTAMP(6)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Delete,
+    Insert,
     Select,
+    TextClause,
     Update,
     case,
+    delete,
     func,
+    insert,
     literal,
     literal_column,
     select,
+    text,
     update,
 )
 
-from timer_controller.db.models import Task
-from timer_controller.domain.task import Status
+from timer_controller.db.models import ERROR_MAX_CHARS, Task
+from timer_controller.domain.task import FINISHED_STATUSES, Status, Transition
 
 # Named locks are server-wide: the database's name (hashed, as lock names
 # are capped at 64 characters) keeps databases on one server apart.
 RETENTION_LOCK = "CONCAT('timer_controller.retention.', MD5(DATABASE()))"
+MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 # A lease that expires means its pod vanished mid-delivery. Such tasks go back
 # to waiting; one that keeps losing its pods this many times beyond its
 # attempts is taken to be what kills them, and fails instead of looping.
 LEASE_LOSSES_BEFORE_FAILING = 3
+
+_CLAIMED = Status.CLAIMED.value
+_WAITING = Status.WAITING.value
+_FINISHED = [s.value for s in FINISHED_STATUSES]
 
 
 def utc_now_sql() -> ColumnElement[datetime]:
@@ -49,7 +61,7 @@ def per_row(values: Mapping[int, Any]) -> ColumnElement[Any]:
     Strings (error texts, which may quote a receiver) are bound parameters.
     Numbers and times are rendered into the SQL: they are ours, cannot carry
     quotes, and building a bound parameter per row cost more than the UPDATE
-    itself on the outcome writer's hot path.
+    itself on the outcome writer's hot path (docs/benchmarks.md).
     """
     distinct = set(values.values())
     if len(distinct) == 1:
@@ -70,7 +82,10 @@ def _sql_literal(value: int | datetime | None) -> str:
     return f"{value:d}"
 
 
-def claim_statement(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
+# -- the claim loop's hot path ----------------------------------------------
+
+
+def claim_select(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
     """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
 
     It reads the ``(status, due_at)`` index in order and stops after
@@ -89,14 +104,76 @@ def claim_statement(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...
             Task.body,
             now.label("db_now"),
         )
-        .where(Task.status == Status.WAITING.value, Task.due_at <= plus_s(now, lookahead_s))
+        .where(Task.status == _WAITING, Task.due_at <= plus_s(now, lookahead_s))
         .order_by(Task.due_at, Task.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
 
 
-def sweep_statement(*, default_max_attempts: int, limit: int) -> Update:
+def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:
+    """Mark selected rows claimed; the lease runs from the later of now and ``due_at``."""
+    return (
+        update(Task)
+        .where(Task.id.in_(task_ids))
+        .values(
+            status=_CLAIMED,
+            owner=owner,
+            lease_expires_at=plus_s(func.greatest(Task.due_at, utc_now_sql()), lease_s),
+            attempts=Task.attempts + 1,
+        )
+    )
+
+
+def outcome_update(
+    *, status: Status, transitions: Sequence[Transition], owner: str | None
+) -> Update:
+    """Write one kind of transition for many rows, and clear their claims.
+
+    Each row is written only while it is still claimed for the attempt that
+    was sent (and, given ``owner``, by this process): the outcome of an
+    attempt superseded after a lost lease is dropped, never written over
+    the newer attempt's.
+    """
+    values: dict[str, Any] = {
+        "status": status.value,
+        "owner": None,
+        "lease_expires_at": None,
+        "fired_at": per_row({t.task_id: t.fired_at for t in transitions}),
+        "last_status_code": per_row({t.task_id: t.status_code for t in transitions}),
+        "last_error": per_row(
+            {t.task_id: (t.error or None) and t.error[:ERROR_MAX_CHARS] for t in transitions}
+        ),
+    }
+    if status is Status.WAITING:
+        values["due_at"] = per_row({t.task_id: t.next_due_at for t in transitions})
+    else:
+        values["finished_at"] = utc_now_sql()
+    guard = [
+        Task.id.in_([t.task_id for t in transitions]),
+        Task.status == _CLAIMED,
+        Task.attempts == per_row({t.task_id: t.attempt for t in transitions}),
+    ]
+    if owner is not None:
+        guard.append(Task.owner == owner)
+    return update(Task).where(*guard).values(values)
+
+
+def release_update(*, owner: str, task_ids: Collection[int]) -> Update:
+    """Hand back claims never sent: waiting again, the attempt not spent."""
+    return (
+        update(Task)
+        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == _CLAIMED)
+        .values(
+            status=_WAITING,
+            owner=None,
+            lease_expires_at=None,
+            attempts=func.greatest(Task.attempts - 1, 0),
+        )
+    )
+
+
+def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
     """Expired leases back to ``waiting``; reads the claimed prefix of the index."""
     now = utc_now_sql()
     hopeless = Task.attempts >= (
@@ -104,9 +181,9 @@ def sweep_statement(*, default_max_attempts: int, limit: int) -> Update:
     )
     return (
         update(Task)
-        .where(Task.status == Status.CLAIMED.value, Task.lease_expires_at < now)
+        .where(Task.status == _CLAIMED, Task.lease_expires_at < now)
         .values(
-            status=case((hopeless, Status.FAILED.value), else_=Status.WAITING.value),
+            status=case((hopeless, Status.FAILED.value), else_=_WAITING),
             finished_at=case((hopeless, now), else_=None),
             last_error=case(
                 (hopeless, "lease expired too often: the task may be crashing its pods"),
@@ -116,4 +193,121 @@ def sweep_statement(*, default_max_attempts: int, limit: int) -> Update:
             lease_expires_at=None,
         )
         .with_dialect_options(mysql_limit=limit)
+    )
+
+
+# -- upkeep -------------------------------------------------------------------
+
+
+def purgeable_ids(*, older_than_s: float, limit: int) -> Select[*tuple[Any, ...]]:
+    return (
+        select(Task.id)
+        .where(Task.status.in_(_FINISHED), Task.finished_at < plus_s(utc_now_sql(), -older_than_s))
+        .limit(limit)
+    )
+
+
+def purge_delete(*, task_ids: Collection[int]) -> Delete:
+    # The status guard again: a row cannot leave a finished state, but say so.
+    return delete(Task).where(Task.id.in_(task_ids), Task.status.in_(_FINISHED))
+
+
+def backlog_count() -> Select[*tuple[Any, ...]]:
+    """Due tasks nobody has claimed yet (a cheap index range count)."""
+    return (
+        select(func.count())
+        .select_from(Task)
+        .where(Task.status == _WAITING, Task.due_at <= utc_now_sql())
+    )
+
+
+def db_now_select() -> Select[*tuple[Any, ...]]:
+    return select(utc_now_sql())
+
+
+def ping() -> TextClause:
+    return text("SELECT 1")
+
+
+def get_lock(name_sql: str) -> TextClause:
+    """``GET_LOCK`` of a name built by SQL (see ``RETENTION_LOCK``), waiting ``:wait`` s."""
+    return text(f"SELECT GET_LOCK({name_sql}, :wait)")
+
+
+def release_lock(name_sql: str) -> TextClause:
+    return text(f"SELECT RELEASE_LOCK({name_sql})")
+
+
+def create_database(name: str) -> TextClause:
+    # The name is validated against [A-Za-z0-9_] by Settings, so quoting is safe.
+    return text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+
+
+# -- the operator CLI -----------------------------------------------------------
+
+
+def schedule_insert(
+    *,
+    url: str,
+    due_at: datetime | None,
+    delay_s: float,
+    method: str | None,
+    headers: str | None,
+    body: str | None,
+    max_attempts: int | None,
+) -> Insert:
+    """One task; ``due_at`` (naive UTC) or ``delay_s`` from the database's now."""
+    when: Any = due_at if due_at is not None else plus_s(utc_now_sql(), delay_s)
+    return insert(Task).values(
+        url=url,
+        due_at=when,
+        method=method,
+        headers=headers,
+        body=body,
+        max_attempts=max_attempts,
+    )
+
+
+def task_view(task_id: int) -> Select[*tuple[Any, ...]]:
+    return select(
+        Task.id,
+        Task.url,
+        Task.method,
+        Task.status,
+        Task.due_at,
+        Task.attempts,
+        Task.max_attempts,
+        Task.last_status_code,
+        Task.last_error,
+        Task.created_at,
+        Task.fired_at,
+        Task.finished_at,
+        Task.owner,
+    ).where(Task.id == task_id)
+
+
+def cancel_update(task_id: int) -> Update:
+    return (
+        update(Task)
+        .where(Task.id == task_id, Task.status == _WAITING)
+        .values(status=Status.CANCELLED.value, finished_at=utc_now_sql())
+    )
+
+
+def count_by_status() -> Select[*tuple[Any, ...]]:
+    return select(Task.status, func.count()).group_by(Task.status)
+
+
+def oldest_due_waiting() -> Select[*tuple[Any, ...]]:
+    return select(func.min(Task.due_at)).where(Task.status == _WAITING)
+
+
+def finished_since(since: datetime) -> Select[*tuple[Any, ...]]:
+    return (
+        select(func.count())
+        .select_from(Task)
+        .where(
+            Task.status.in_([Status.DONE.value, Status.FAILED.value]),
+            Task.finished_at >= since,
+        )
     )

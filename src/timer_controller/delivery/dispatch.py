@@ -1,23 +1,26 @@
 """Sending one webhook and classifying how it ended.
 
-The service codes against httpx only; ``transport.py`` picks what is under it.
+Every outcome class is decided here, ``Retry-After`` included. The sender
+is chosen once, by bootstrap: the guarded transport itself, or (with
+FOLLOW_REDIRECTS) the httpx client over it, which follows redirects.
+``transport.py`` speaks httpx's exception contract; only this module turns
+those exceptions into outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
 from timer_controller.delivery.request import InvalidTask, build_request
-from timer_controller.domain.retry import parse_retry_after
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
 log = logging.getLogger(__name__)
@@ -68,36 +71,31 @@ def describe_connect_error(exc: BaseException) -> str:
     return f"connection failed: {str(exc)[:200] or type(exc).__name__}"
 
 
-# Tasks often share endpoints; httpx.URL is immutable, so parse each once.
-_parsed_url = functools.lru_cache(maxsize=4096)(httpx.URL)
+#: Sends one request and returns the response with its body unread.
+Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 class Dispatcher:
-    """Fires claimed tasks through one shared httpx client and its transport.
+    """Fires claimed tasks through one sender; never raises for a task's sake.
 
-    Without redirect following, a request goes straight to the client's
-    transport (``handle_async_request``, httpx's transport API): the
-    client's per-request layers — URL and header merging, auth, cookies,
-    redirects — do nothing the controller needs, and cost about a quarter of
-    its CPU per webhook (docs/http-transport.md). With FOLLOW_REDIRECTS the
-    client sends it, redirects and all.
+    Without redirect following the sender is the transport itself
+    (``handle_async_request``, httpx's transport API): the client's
+    per-request layers — URL and header merging, auth, cookies, redirects —
+    do nothing the controller needs, and cost about a quarter of its CPU per
+    webhook (docs/http-transport.md).
     """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        send: Send,
         *,
-        transport: httpx.AsyncBaseTransport,
-        follow_redirects: bool,
         timeout_s: float,
         policy: TargetPolicy,
         keys: tuple[bytes, ...],
         max_body_bytes: int,
         db_clock: Callable[[], datetime],
     ) -> None:
-        self._client = client
-        self._transport = transport
-        self._follow_redirects = follow_redirects
+        self._send_request = send
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._policy = policy
@@ -107,7 +105,6 @@ class Dispatcher:
 
     async def fire(self, task: ClaimedTask) -> Outcome:
         """One attempt; never raises (except cancellation)."""
-        fired_at = self._db_clock()
         try:
             request = build_request(
                 task,
@@ -117,7 +114,9 @@ class Dispatcher:
                 max_body_bytes=self._max_body_bytes,
             )
         except InvalidTask as exc:
-            return Outcome(task.id, OutcomeClass.INVALID, error=str(exc), fired_at=fired_at)
+            # Nothing was sent, so no fired_at.
+            return Outcome(task.id, OutcomeClass.INVALID, error=str(exc))
+        fired_at = self._db_clock()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -125,9 +124,8 @@ class Dispatcher:
                     request.method, request.url, request.headers, request.body
                 )
         except BlockedDestinationError:
-            return self._outcome(
-                task, started, fired_at, OutcomeClass.INVALID, "blocked destination"
-            )
+            # Refused before any connection: nothing was sent.
+            return self._outcome(task, started, None, OutcomeClass.INVALID, "blocked destination")
         except (TimeoutError, httpx.TimeoutException):
             reason = f"timed out after {self._timeout_s:g}s"
             return self._outcome(task, started, fired_at, OutcomeClass.TIMEOUT, reason)
@@ -162,12 +160,9 @@ class Dispatcher:
         self, method: str, url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str | None]:
         request = httpx.Request(
-            method, _parsed_url(url), headers=headers, content=body, extensions=self._extensions
+            method, url, headers=headers, content=body, extensions=self._extensions
         )
-        if self._follow_redirects:
-            response = await self._client.send(request, stream=True, follow_redirects=True)
-        else:
-            response = await self._transport.handle_async_request(request)
+        response = await self._send_request(request)
         try:
             received = 0
             async for chunk in response.aiter_raw():
@@ -180,8 +175,32 @@ class Dispatcher:
 
     @staticmethod
     def _outcome(
-        task: ClaimedTask, started: float, fired_at: datetime, klass: OutcomeClass, error: str
+        task: ClaimedTask,
+        started: float,
+        fired_at: datetime | None,
+        klass: OutcomeClass,
+        error: str,
     ) -> Outcome:
         return Outcome(
             task.id, klass, error=error, fired_at=fired_at, duration_s=time.perf_counter() - started
         )
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    ``now`` is naive UTC. Unparseable values are ignored (None), as RFC 9110 allows.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    # isascii: str.isdigit() also accepts "²", which float() refuses.
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

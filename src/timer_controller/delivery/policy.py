@@ -44,10 +44,10 @@ from urllib.parse import unquote
 
 import httpx
 
+from timer_controller.domain.task import MAX_URL_CHARS
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-MAX_URL_CHARS = 2048
 
 # RFC 6598 shared address space; Python's is_private does not include it.
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")

@@ -6,7 +6,6 @@ bad one becomes a specific reason instead of an exception.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -34,11 +33,6 @@ RESERVED_HEADERS = frozenset(
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
-
-
-# Tasks often share a few endpoints; the check is pure, so remember answers.
-# (Resolved addresses are checked again at connect time by the transport.)
-_checked_url = functools.lru_cache(maxsize=4096)(check_url)
 
 
 class InvalidTask(ValueError):
@@ -92,7 +86,7 @@ def build_request(
     max_body_bytes: int,
 ) -> WebhookRequest:
     """The request for ``task``; raises InvalidTask with a specific reason."""
-    reason = _checked_url(task.url, policy)
+    reason = check_url(task.url, policy)
     if reason is not None:
         raise InvalidTask(reason)
     method = (task.method or "POST").strip().upper()

@@ -20,7 +20,6 @@ never resolves literal IPs, so this transport checks those itself.
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -190,14 +189,10 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
-@functools.lru_cache(maxsize=4096)
 def _literal_verdict(
     host: str, policy: TargetPolicy
 ) -> tuple[type[httpx.TransportError], str] | None:
-    """Why a literal-IP host may not be connected to (None: it may, or it is a name).
-
-    Pure, and hosts repeat from task to task, so answers are remembered.
-    """
+    """Why a literal-IP host may not be connected to (None: it may, or it is a name)."""
     ip = literal_ip(host)
     if ip is None:
         # Older aiohttp passes an all-digit host such as 2130706433 straight

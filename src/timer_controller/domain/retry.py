@@ -16,24 +16,24 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
-from timer_controller.domain.task import RETRYABLE_CLASSES, OutcomeClass, Status
+from timer_controller.domain.task import (
+    RETRYABLE_CLASSES,
+    ClaimedTask,
+    Outcome,
+    OutcomeClass,
+    Status,
+    Transition,
+)
 
 
 @dataclass(frozen=True, slots=True)
-class Final:
-    status: Status  # DONE or FAILED
-
-
-@dataclass(frozen=True, slots=True)
-class RetryAt:
-    next_due_at: datetime
-    delay_s: float
-
-
-Decision = Final | RetryAt
+class RetryPolicy:
+    #: For rows whose own ``max_attempts`` is NULL.
+    max_attempts: int
+    base_s: float
+    max_s: float
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float, rand: float) -> float:
@@ -44,43 +44,30 @@ def backoff_s(attempt: int, *, base_s: float, max_s: float, rand: float) -> floa
 
 
 def decide(
+    task: ClaimedTask,
+    outcome: Outcome,
     *,
-    attempt: int,
-    max_attempts: int,
-    outcome: OutcomeClass,
-    retry_after_s: float | None,
+    policy: RetryPolicy,
     now: datetime,
-    base_s: float,
-    max_s: float,
     rand: Callable[[], float] = random.random,
-) -> Decision:
-    """What follows attempt number ``attempt`` (1-based) that ended in ``outcome``."""
-    if outcome is OutcomeClass.SUCCESS:
-        return Final(Status.DONE)
-    if outcome not in RETRYABLE_CLASSES or attempt >= max_attempts:
-        return Final(Status.FAILED)
-    if retry_after_s is not None:
-        delay = min(max(retry_after_s, 0.0), max_s)
-    else:
-        delay = backoff_s(attempt, base_s=base_s, max_s=max_s, rand=rand())
-    return RetryAt(next_due_at=now + timedelta(seconds=delay), delay_s=delay)
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP date).
-
-    ``now`` is naive UTC. Unparseable values are ignored (None), as RFC 9110 allows.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    # isascii: str.isdigit() also accepts "²", which float() refuses.
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is not None:
-            when = when.astimezone(UTC).replace(tzinfo=None)
-        return max(0.0, (when - now).total_seconds())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+) -> Transition:
+    """What follows ``task``'s attempt that ended in ``outcome``; ``now`` is the database's."""
+    status, next_due_at = Status.FAILED, None
+    max_attempts = task.max_attempts or policy.max_attempts
+    if outcome.klass is OutcomeClass.SUCCESS:
+        status = Status.DONE
+    elif outcome.klass in RETRYABLE_CLASSES and task.attempt < max_attempts:
+        if outcome.retry_after_s is not None:
+            delay_s = min(max(outcome.retry_after_s, 0.0), policy.max_s)
+        else:
+            delay_s = backoff_s(task.attempt, base_s=policy.base_s, max_s=policy.max_s, rand=rand())
+        status, next_due_at = Status.WAITING, now + timedelta(seconds=delay_s)
+    return Transition(
+        task_id=task.id,
+        attempt=task.attempt,
+        status=status,
+        fired_at=outcome.fired_at,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        next_due_at=next_due_at,
+    )

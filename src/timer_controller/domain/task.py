@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+#: The longest URL a task may have: the column's width, and the check before sending.
+MAX_URL_CHARS = 2048
+
 
 class Status(enum.StrEnum):
     """States of a task row; the string values are the public schema contract."""
@@ -84,3 +87,36 @@ class ClaimedTask:
     body: str | None = None
     #: Seconds from claim time until ``due_at`` by the database clock (>= 0).
     delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """Tasks one claim took, and when its SELECT returned (``time.monotonic()``).
+
+    Each task's ``delay_s`` was measured against the database clock before
+    the SELECT returned, so firing ``delay_s`` after ``selected_at`` is
+    never early by that clock.
+    """
+
+    tasks: list[ClaimedTask]
+    selected_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one finished attempt does to its row: the one type from outcome to UPDATE.
+
+    ``status`` is DONE, FAILED, or WAITING for a retry at ``next_due_at``.
+    The write applies only while the row is still claimed for ``attempt``,
+    so the outcome of a superseded attempt is never recorded over a newer one.
+    """
+
+    task_id: int
+    attempt: int
+    status: Status
+    #: When the request was sent (database clock); None if nothing was sent.
+    fired_at: datetime | None
+    status_code: int | None = None
+    error: str | None = None
+    #: For a retry: when to try next (database clock).
+    next_due_at: datetime | None = None

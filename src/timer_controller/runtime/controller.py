@@ -1,9 +1,11 @@
 """The controller loop: claim, fire on time, record; stop gracefully.
 
-Read it top to bottom in ``run``: claim while there are free slots and work
-is due; each claimed task waits for its due time on an asyncio timer, fires,
-and its outcome joins the next batched write. On stop: hand back what never
-started, let in-flight requests finish within the grace period, flush.
+Read it top to bottom in ``run``: while there are free slots and work is
+due, claim; each claimed task waits for its due time on an asyncio timer,
+fires, and its transition joins the next batched write. On stop: hand back
+what was never sent, let requests in flight finish within the grace
+period, record the rest as unanswered, flush. The loop builds nothing: its
+storage, sender, writer and clock are handed in (bootstrap, or a test's fakes).
 """
 
 from __future__ import annotations
@@ -12,21 +14,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError
-
-from timer_controller.db.clock import DbClock
-from timer_controller.db.repository import ClaimResult, OutcomeRecord, TaskRepository
-from timer_controller.delivery.dispatch import Dispatcher
-from timer_controller.domain.retry import Final, decide
-from timer_controller.domain.task import ClaimedTask, Outcome, Status
+from timer_controller.domain.retry import RetryPolicy, decide
+from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
+from timer_controller.errors import DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
-from timer_controller.runtime.writer import DatabaseLost, OutcomeWriter
+from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
+from timer_controller.runtime.writer import OutcomeWriter
 
 log = logging.getLogger(__name__)
+
+NO_ANSWER_BEFORE_SHUTDOWN = "no answer before shutdown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +38,8 @@ class LoopConfig:
     lookahead_s: float
     lease_s: float
     shutdown_grace_s: float
-    max_attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
     retry_number: int
     reconnect_wait_s: float
-    flush_interval_s: float = 0.02
-    flush_batch: int = 500
 
     @property
     def claim_horizon_s(self) -> float:
@@ -60,11 +55,6 @@ class LoopConfig:
             return 0.0
         return self.lookahead_s + min(0.1, self.poll_interval_s / 5)
 
-    @property
-    def sweep_interval_s(self) -> float:
-        # Often enough that a dead pod's tasks return soon after its leases end.
-        return min(5.0, max(0.5, self.lease_s / 4))
-
 
 def claim_size(*, free_slots: int, batch_size: int, max_in_flight: int) -> int:
     """How many tasks to claim now; 0 means wait for slots.
@@ -77,190 +67,141 @@ def claim_size(*, free_slots: int, batch_size: int, max_in_flight: int) -> int:
     return min(batch, free_slots) if free_slots >= max(1, batch // 2) else 0
 
 
-def to_record(
-    task: ClaimedTask, outcome: Outcome, config: LoopConfig, *, now: datetime
-) -> OutcomeRecord:
-    decision = decide(
-        attempt=task.attempt,
-        max_attempts=task.max_attempts or config.max_attempts,
-        outcome=outcome.klass,
-        retry_after_s=outcome.retry_after_s,
-        now=now,
-        base_s=config.backoff_base_s,
-        max_s=config.backoff_max_s,
-    )
-    if isinstance(decision, Final):
-        status, next_due = decision.status, None
-    else:
-        status, next_due = Status.WAITING, decision.next_due_at
-    return OutcomeRecord(
-        task_id=task.id,
-        status=status,
-        fired_at=outcome.fired_at,
-        status_code=outcome.status_code,
-        error=outcome.error,
-        next_due_at=next_due,
-    )
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One claimed attempt held by this process, from claim to recorded outcome.
+
+    Slots are objects, not task ids: if a lease ran out mid-flight and this
+    process claimed the same task again, both attempts hold a slot of their own.
+    """
+
+    task: ClaimedTask
+    handle: asyncio.Task[None] | None = None
+    #: When the request started (database clock); None while it waits to fire.
+    sent_at: datetime | None = field(default=None)
 
 
 class Controller:
     def __init__(
         self,
-        repo: TaskRepository,
-        dispatcher: Dispatcher,
+        claims: ClaimStore,
+        sender: Sender,
+        writer: OutcomeWriter,
         config: LoopConfig,
         *,
+        retry: RetryPolicy,
         metrics: Metrics,
-        clock: DbClock,
+        db_now: DbClock,
     ) -> None:
-        self._repo = repo
-        self._dispatcher = dispatcher
+        self._claims = claims
+        self._sender = sender
+        self._writer = writer
         self._config = config
+        self._retry = retry
         self._metrics = metrics
-        self._clock = clock
-        self._held: dict[int, asyncio.Task[None]] = {}  # claimed, not yet finished
-        self._unsent: set[int] = set()  # claimed, request not yet started
+        self._db_now = db_now
+        self._slots: set[_Slot] = set()
         self._slot_freed = asyncio.Event()
-        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claimer")
-        self._writer = OutcomeWriter(
-            repo,
-            owner=config.owner,
-            flush_interval_s=config.flush_interval_s,
-            flush_batch=config.flush_batch,
-            retry_number=config.retry_number,
-            reconnect_wait_s=config.reconnect_wait_s,
-            metrics=metrics,
-        )
-        self._next_sweep = 0.0
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
 
+    @property
+    def held(self) -> int:
+        """Claimed attempts not yet recorded."""
+        return len(self._slots)
+
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until ``stop`` is set; 0 after a graceful stop, 1 if the database was lost."""
+        """Run until ``stop`` is set; 0 after a graceful stop, 1 after a failure."""
         writer = asyncio.create_task(self._writer.run(), name="outcome-writer")
-        stop_or_writer_failed = asyncio.create_task(self._stop_or_failure(stop, writer))
+        watcher = asyncio.create_task(_set_when_done(stop, writer))
+        code = 0
         try:
             await self._claim_loop(stop)
-            code = 0
-        except DatabaseLost as exc:
+        except DatabaseUnavailable as exc:
             log.error("database lost: %s; exiting so the pod restarts", exc)
             code = 1
+        except Exception:
+            # Whatever it was, the claims this pod holds are handed back below.
+            log.exception("the claim loop failed; shutting down")
+            code = 1
         code = max(code, await self._shutdown(writer))
-        stop_or_writer_failed.cancel()
-        self._claimer.shutdown(wait=False)
+        watcher.cancel()
         return code
 
-    async def _stop_or_failure(self, stop: asyncio.Event, writer: asyncio.Task[None]) -> None:
-        # A writer that gives up ends the claim loop too: there is no point firing
-        # tasks whose outcomes cannot be recorded.
-        await asyncio.wait([writer], return_when=asyncio.FIRST_COMPLETED)
-        if writer.exception() is not None:
-            stop.set()
-
     async def _claim_loop(self, stop: asyncio.Event) -> None:
-        failures = 0
+        config, failures = self._config, 0
         while not stop.is_set():
             self.last_tick = time.monotonic()
             limit = claim_size(
-                free_slots=self._config.max_in_flight - len(self._held),
-                batch_size=self._config.batch_size,
-                max_in_flight=self._config.max_in_flight,
+                free_slots=config.max_in_flight - len(self._slots),
+                batch_size=config.batch_size,
+                max_in_flight=config.max_in_flight,
             )
             if limit == 0:
                 self._slot_freed.clear()
-                await _wait_any(stop, self._slot_freed, timeout_s=self._config.poll_interval_s)
+                await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
             try:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._claimer, self._claim, limit
+                batch = await self._claims.claim(
+                    owner=config.owner,
+                    limit=limit,
+                    lease_s=config.lease_s,
+                    lookahead_s=config.claim_horizon_s,
                 )
-                failures = 0
-            except DBAPIError as exc:
+            except StorageError as exc:
                 failures += 1
                 self._metrics.db_reconnects.inc()
                 log.warning(
-                    "claim failed (try %d of %d): %s",
-                    failures,
-                    self._config.retry_number,
-                    str(exc.orig)[:200],
+                    "claim failed (try %d of %d): %s", failures, config.retry_number, exc.reason
                 )
-                if failures >= self._config.retry_number:
-                    raise DatabaseLost(f"claims failed {failures} times in a row") from exc
-                await _wait_any(stop, timeout_s=self._config.reconnect_wait_s)
+                if failures >= config.retry_number:
+                    raise DatabaseUnavailable(f"claims failed {failures} times in a row") from exc
+                await _wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
-            self._start(result)
-            if len(result.tasks) < limit:
+            failures = 0
+            self._start(batch)
+            if len(batch.tasks) < limit:
                 # Nothing more is due within the look-ahead window.
-                await _wait_any(stop, timeout_s=self._config.poll_interval_s)
+                await _wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
-    def _claim(self, limit: int) -> ClaimResult:
-        """On the claimer thread: the lease sweep when due, then one claim."""
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + self._config.sweep_interval_s
-            returned = self._repo.sweep_expired_leases(
-                default_max_attempts=self._config.max_attempts
-            )
-            if returned:
-                log.warning(
-                    "returned %d tasks whose leases expired (their pod stopped)",
-                    returned,
-                    extra={"event": "lease_expired"},
-                )
-        result = self._repo.claim_due(
-            owner=self._config.owner,
-            limit=limit,
-            lease_s=self._config.lease_s,
-            lookahead_s=self._config.claim_horizon_s,
-        )
-        if result.db_now is not None and result.local_before is not None:
-            self._clock.observe(
-                result.db_now,
-                local_before=result.local_before,
-                uncertainty_s=result.select_s,
-            )
-        return result
-
-    def _start(self, result: ClaimResult) -> None:
-        if not result.tasks:
+    def _start(self, batch: ClaimBatch) -> None:
+        if not batch.tasks:
             return
-        self._metrics.claimed.inc(len(result.tasks))
-        ids = [t.id for t in result.tasks]
+        self._metrics.claimed.inc(len(batch.tasks))
+        ids = [t.id for t in batch.tasks]
         log.info(
             "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
         )
-        for task in result.tasks:
-            # delay_s was measured against the database clock before the SELECT
-            # returned, so firing delay_s after that is never early by that clock.
-            fire_at = result.selected_at + task.delay_s
-            self._unsent.add(task.id)
-            self._held[task.id] = asyncio.create_task(self._deliver(task, fire_at))
-        self._metrics.held.set(len(self._held))
+        for task in batch.tasks:
+            slot = _Slot(task)
+            slot.handle = asyncio.create_task(self._deliver(slot, batch.selected_at + task.delay_s))
+            self._slots.add(slot)
+        self._metrics.held.set(len(self._slots))
 
-    async def _deliver(self, task: ClaimedTask, fire_at: float) -> None:
+    async def _deliver(self, slot: _Slot, fire_at: float) -> None:
         try:
             # asyncio timers run no earlier than their deadline (less the clock's
             # nanosecond resolution), finer than the database's microseconds.
             wait_s = fire_at - time.monotonic()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            self._unsent.discard(task.id)
+            slot.sent_at = self._db_now()
             self._metrics.in_flight.inc()
             try:
-                outcome = await self._dispatcher.fire(task)
+                outcome = await self._sender.fire(slot.task)
             finally:
                 self._metrics.in_flight.dec()
-            self._record(task, outcome)
+            self._record(slot.task, outcome)
         finally:
-            self._held.pop(task.id, None)
-            self._metrics.held.set(len(self._held))
+            self._slots.discard(slot)
+            self._metrics.held.set(len(self._slots))
             self._slot_freed.set()
 
     def _record(self, task: ClaimedTask, outcome: Outcome) -> None:
-        record = to_record(task, outcome, self._config, now=self._clock.now())
-        self._writer.add(record)
+        transition = decide(task, outcome, policy=self._retry, now=self._db_now())
+        self._writer.add(transition)
         m, klass = self._metrics, outcome.klass.value
         m.fired.labels(klass).inc()
         m.request_duration.observe(outcome.duration_s)
@@ -268,16 +209,17 @@ class Controller:
         if outcome.fired_at is not None:
             lateness_s = max(0.0, (outcome.fired_at - task.due_at).total_seconds())
             m.lateness.observe(lateness_s)
-        if record.status is Status.DONE:
+        if transition.status is Status.DONE:
             m.done.inc()
             event, level = "done", logging.INFO
-        elif record.status is Status.FAILED:
+        elif transition.status is Status.FAILED:
             m.failed.labels(klass).inc()
             event, level = "failed", logging.WARNING
         else:
             m.retried.labels(klass).inc()
             event, level = "retry", logging.INFO
         if log.isEnabledFor(level):
+            next_due_at = transition.next_due_at
             log.log(
                 level,
                 "task %d %s: %s (attempt %d)%s",
@@ -285,7 +227,7 @@ class Controller:
                 event,
                 outcome.error or f"HTTP {outcome.status_code}",
                 task.attempt,
-                f", next try at {record.next_due_at:%H:%M:%S.%f}Z" if record.next_due_at else "",
+                f", next try at {next_due_at:%H:%M:%S.%f}Z" if next_due_at else "",
                 extra={
                     "event": event,
                     "task_id": task.id,
@@ -295,17 +237,16 @@ class Controller:
                     "error": outcome.error,
                     "lateness_s": lateness_s,
                     "duration_s": round(outcome.duration_s, 6),
-                    "next_due_at": record.next_due_at,
+                    "next_due_at": next_due_at,
                 },
             )
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> int:
-        """Hand back unsent claims at once, let requests finish, flush, report."""
-        unsent = [self._held[i] for i in self._unsent if i in self._held]
-        for pending in unsent:
-            pending.cancel()
-        await self._release(set(self._unsent))
-        in_flight = [t for t in self._held.values() if not t.done()]
+        """Hand back unsent claims at once, let requests finish, record the rest, flush."""
+        unsent = [s for s in self._slots if s.sent_at is None]
+        await self._cancel(unsent)
+        await self._release(unsent)
+        in_flight = [s.handle for s in self._slots if s.handle is not None]
         if in_flight and not writer.done():
             log.info(
                 "waiting up to %gs for %d in-flight requests",
@@ -313,16 +254,21 @@ class Controller:
                 len(in_flight),
             )
             await asyncio.wait(in_flight, timeout=self._config.shutdown_grace_s)
-        # Still sending after the grace: hand back too; the receiver may see it twice.
-        late = set(self._held)
-        for task in list(self._held.values()):
-            task.cancel()
-        await asyncio.gather(*self._held.values(), return_exceptions=True)
-        await self._release(late)
+        # Sent but unanswered: that was an attempt, whatever the receiver did with it.
+        late = list(self._slots)
+        await self._cancel(late)
+        for slot in late:
+            outcome = Outcome(
+                slot.task.id,
+                OutcomeClass.TIMEOUT,
+                error=NO_ANSWER_BEFORE_SHUTDOWN,
+                fired_at=slot.sent_at,
+            )
+            self._record(slot.task, outcome)
         self._writer.close()
         try:
             await writer
-        except DatabaseLost as exc:
+        except DatabaseUnavailable as exc:
             log.error("database lost: %s", exc)
             return 1
         except Exception:
@@ -332,17 +278,22 @@ class Controller:
             return 1
         return 0
 
-    async def _release(self, ids: set[int]) -> None:
+    @staticmethod
+    async def _cancel(slots: list[_Slot]) -> None:
+        handles = [s.handle for s in slots if s.handle is not None]
+        for handle in handles:
+            handle.cancel()
+        await asyncio.gather(*handles, return_exceptions=True)
+
+    async def _release(self, slots: list[_Slot]) -> None:
+        ids = {s.task.id for s in slots}
         if not ids:
             return
-        owner = self._config.owner
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._claimer, lambda: self._repo.release(owner=owner, task_ids=ids)
-            )
-        except DBAPIError as exc:
+            await self._claims.release(owner=self._config.owner, task_ids=ids)
+        except StorageError as exc:
             log.warning(
-                "could not hand back %d claims (%s); their leases will expire", len(ids), exc.orig
+                "could not hand back %d claims (%s); their leases will expire", len(ids), exc.reason
             )
             return
         self._metrics.released.inc(len(ids))
@@ -352,6 +303,13 @@ class Controller:
             _ids(ids),
             extra={"event": "released", "task_ids": sorted(ids)},
         )
+
+
+async def _set_when_done(stop: asyncio.Event, writer: asyncio.Task[None]) -> None:
+    # A writer that gives up ends the claim loop too: there is no point firing
+    # tasks whose outcomes cannot be recorded.
+    await asyncio.wait([writer])
+    stop.set()
 
 
 async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:

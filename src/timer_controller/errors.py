@@ -1,0 +1,36 @@
+"""Exceptions that cross rooms: raised in one, handled in another.
+
+Each carries one sentence a person can act on; none carries a driver type,
+so the rooms that handle them never import a database or HTTP library.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A setting is missing, invalid or in conflict; the message names the variable."""
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason that is not the database (a port in use, say)."""
+
+
+class StorageError(Exception):
+    """A database operation failed; ``reason`` is short and safe to log.
+
+    Raised only by ``db``: the driver's exception is its ``__cause__``.
+    """
+
+    def __init__(self, reason: str, *, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: The MySQL/MariaDB error number, when the server or client gave one.
+        self.code = code
+
+
+class SchemaMissing(StorageError):
+    """The database has no ``tasks`` table: it was never migrated."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable through every allowed try: the pod exits 1."""

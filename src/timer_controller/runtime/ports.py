@@ -1,0 +1,45 @@
+"""What the runtime needs from the rest of the system, as typed protocols.
+
+bootstrap passes in the real ones (``db.facade.AsyncStorage``,
+``delivery.dispatch.Dispatcher``); the unit tests pass fakes. Storage
+methods raise ``errors.StorageError`` when the database fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, Transition
+
+#: The database's clock as this pod estimates it (naive UTC).
+DbClock = Callable[[], datetime]
+
+
+class ClaimStore(Protocol):
+    async def claim(
+        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+    ) -> ClaimBatch: ...
+
+    async def release(self, *, owner: str, task_ids: Collection[int]) -> int: ...
+
+
+class OutcomeStore(Protocol):
+    async def record(self, *, owner: str | None, transitions: Sequence[Transition]) -> int: ...
+
+
+class UpkeepStore(Protocol):
+    async def sweep(self, *, default_max_attempts: int) -> int: ...
+
+    async def purge(
+        self, *, older_than_s: float, batch_size: int, pause: Callable[[], bool]
+    ) -> int | None: ...
+
+    async def count_backlog(self) -> int: ...
+
+
+class Sender(Protocol):
+    async def fire(self, task: ClaimedTask) -> Outcome:
+        """One attempt; never raises except on cancellation."""
+        ...
