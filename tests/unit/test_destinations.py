@@ -61,11 +61,12 @@ def test_tasks_past_a_destinations_limit_are_deferred_in_order_and_others_are_no
 
 def test_a_finished_task_makes_room_and_lifts_the_skip() -> None:
     slots = DestinationSlots(limit=1)
-    slots.admit([task(1, "http://dead:1/x")])
+    held = task(1, "http://dead:1/x")
+    slots.admit([held])
     assert slots.skip_prefixes() == ["http://dead:1"]
 
-    slots.finished(1)
-    slots.finished(1)  # twice, or for a task never held, changes nothing
+    slots.finished(held)
+    slots.finished(held)  # twice, or for a task never held, changes nothing
 
     assert slots.skip_prefixes() == []
     assert (slots.busiest(), slots.at_limit()) == (0, 0)

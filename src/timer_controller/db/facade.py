@@ -38,12 +38,22 @@ class AsyncStorage:
         self._upkeep = ThreadPoolExecutor(1, thread_name_prefix="upkeep")
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimBatch:
         result = await self._on(
             self._claims,
             lambda: self._repo.claim_due(
-                owner=owner, limit=limit, lease_s=lease_s, lookahead_s=lookahead_s
+                owner=owner,
+                limit=limit,
+                lease_s=lease_s,
+                lookahead_s=lookahead_s,
+                skip_prefixes=skip_prefixes,
             ),
         )
         if result.db_now is not None and result.local_before is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,7 +80,13 @@ class TaskRepository:
 
     @storage_operation
     def claim_due(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimResult:
         """Claim up to ``limit`` waiting tasks due within ``lookahead_s``, oldest first.
 
@@ -89,7 +95,9 @@ class TaskRepository:
         """
         with self._sessions() as session, session.begin():
             local_before, started = utc_now(), time.monotonic()
-            rows = session.execute(sql.claim_select(limit=limit, lookahead_s=lookahead_s)).all()
+            rows = session.execute(
+                sql.claim_select(limit=limit, lookahead_s=lookahead_s, skip_prefixes=skip_prefixes)
+            ).all()
             selected_at = time.monotonic()
             if not rows:
                 return ClaimResult(tasks=[])

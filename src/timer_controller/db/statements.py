@@ -85,14 +85,18 @@ def _sql_literal(value: int | datetime | None) -> str:
 # -- the claim loop's hot path ----------------------------------------------
 
 
-def claim_select(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
+def claim_select(
+    *, limit: int, lookahead_s: float, skip_prefixes: Collection[str] = ()
+) -> Select[*tuple[Any, ...]]:
     """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
 
     It reads the ``(status, due_at)`` index in order and stops after
-    ``limit`` rows, so finished rows are never walked.
+    ``limit`` rows, so finished rows are never walked. Rows whose URL starts
+    with one of ``skip_prefixes`` (``scheme://authority`` of a destination at
+    its limit) are left waiting for a later claim.
     """
     now = utc_now_sql()
-    return (
+    query = (
         select(
             Task.id,
             Task.url,
@@ -109,6 +113,11 @@ def claim_select(*, limit: int, lookahead_s: float) -> Select[*tuple[Any, ...]]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if skip_prefixes:
+        # SUBSTRING_INDEX(url, '/', 3) is domain.destination.url_prefix in SQL.
+        prefix = func.substring_index(Task.url, "/", 3)
+        query = query.where(prefix.not_in(sorted(skip_prefixes)))
+    return query
 
 
 def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:

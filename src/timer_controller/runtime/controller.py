@@ -21,6 +21,7 @@ from timer_controller.domain.retry import RetryPolicy, decide
 from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
 from timer_controller.errors import DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
+from timer_controller.runtime.destinations import DestinationSlots
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
 from timer_controller.runtime.writer import OutcomeWriter
 
@@ -40,6 +41,8 @@ class LoopConfig:
     shutdown_grace_s: float
     retry_number: int
     reconnect_wait_s: float
+    #: MAX_IN_FLIGHT_PER_HOST; None: no limit below max_in_flight.
+    host_limit: int | None = None
 
     @property
     def claim_horizon_s(self) -> float:
@@ -101,6 +104,7 @@ class Controller:
         self._metrics = metrics
         self._db_now = db_now
         self._slots: set[_Slot] = set()
+        self._destinations = DestinationSlots(config.host_limit or config.max_in_flight)
         self._slot_freed = asyncio.Event()
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
@@ -147,6 +151,7 @@ class Controller:
                     limit=limit,
                     lease_s=config.lease_s,
                     lookahead_s=config.claim_horizon_s,
+                    skip_prefixes=self._destinations.skip_prefixes(),
                 )
             except StorageError as exc:
                 failures += 1
@@ -159,22 +164,25 @@ class Controller:
                 await _wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
             failures = 0
-            self._start(batch)
+            kept, deferred = self._destinations.admit(batch.tasks)
+            self._start(batch, kept)
+            await self._defer(deferred)
             if len(batch.tasks) < limit:
                 # Nothing more is due within the look-ahead window.
                 await _wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
-    def _start(self, batch: ClaimBatch) -> None:
-        if not batch.tasks:
+    def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
+        if not tasks:
             return
-        self._metrics.claimed.inc(len(batch.tasks))
-        ids = [t.id for t in batch.tasks]
+        self._metrics.claimed.inc(len(tasks))
+        self._count_destinations()
+        ids = [t.id for t in tasks]
         log.info(
             "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
         )
-        for task in batch.tasks:
+        for task in tasks:
             slot = _Slot(task)
             slot.handle = asyncio.create_task(self._deliver(slot, batch.selected_at + task.delay_s))
             self._slots.add(slot)
@@ -196,8 +204,42 @@ class Controller:
             self._record(slot.task, outcome)
         finally:
             self._slots.discard(slot)
+            self._destinations.finished(slot.task)
+            self._count_destinations()
             self._metrics.held.set(len(self._slots))
             self._slot_freed.set()
+
+    async def _defer(self, tasks: list[ClaimedTask]) -> None:
+        """Hand back claims past their destination's limit, their attempt unspent.
+
+        They stay waiting with their due times, and claims skip their
+        destination until it has room: then the oldest are claimed first.
+        """
+        if not tasks:
+            return
+        self._metrics.deferred.inc(len(tasks))
+        ids = {t.id for t in tasks}
+        try:
+            await self._claims.release(owner=self._config.owner, task_ids=ids)
+        except StorageError as exc:
+            log.warning(
+                "could not hand back %d claims past their destination's limit (%s); "
+                "their leases will expire",
+                len(ids),
+                exc.reason,
+            )
+            return
+        log.info(
+            "destination at its limit of %d: handed back %d claims for later: %s",
+            self._destinations.limit,
+            len(ids),
+            _ids(ids),
+            extra={"event": "deferred", "task_ids": sorted(ids)},
+        )
+
+    def _count_destinations(self) -> None:
+        self._metrics.destination_busiest.set(self._destinations.busiest())
+        self._metrics.destinations_at_limit.set(self._destinations.at_limit())
 
     def _record(self, task: ClaimedTask, outcome: Outcome) -> None:
         transition = decide(task, outcome, policy=self._retry, now=self._db_now())

@@ -33,7 +33,9 @@ class DestinationSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._held: dict[Destination, _Held] = {}
-        self._of_task: dict[int, Destination] = {}
+        # By (id, attempt): one task may be held twice, if its lease ran out
+        # mid-flight and this pod claimed it again (see controller._Slot).
+        self._of_task: dict[tuple[int, int], Destination] = {}
 
     def admit(self, tasks: Iterable[ClaimedTask]) -> tuple[list[ClaimedTask], list[ClaimedTask]]:
         """Split a claim, in its (due) order, into tasks to hold and tasks to hand back."""
@@ -48,13 +50,13 @@ class DestinationSlots:
                 deferred.append(task)
                 continue
             held.count += 1
-            self._of_task[task.id] = where
+            self._of_task[task.id, task.attempt] = where
             kept.append(task)
         return kept, deferred
 
-    def finished(self, task_id: int) -> None:
+    def finished(self, task: ClaimedTask) -> None:
         """A held task is done with (recorded, handed back or cancelled)."""
-        where = self._of_task.pop(task_id, None)
+        where = self._of_task.pop((task.id, task.attempt), None)
         if where is None:
             return
         held = self._held[where]
