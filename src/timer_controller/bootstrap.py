@@ -213,6 +213,11 @@ async def serve(
         if health is not None:
             health.stop()
     log.info("controller %s stopped (exit %d)", owner, code, extra={"event": "stopped"})
+    if controller.gave_up:
+        # A storage thread still inside a driver call would hold the exit for
+        # up to one more DB_TIMEOUT; the leases already cover what it held.
+        logging.shutdown()
+        os._exit(code)
     return code
 
 

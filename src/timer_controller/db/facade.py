@@ -97,9 +97,14 @@ class AsyncStorage:
         return await self._on(self._upkeep, self._repo.count_backlog)
 
     def close(self) -> None:
-        """Let the lanes' threads end; a call still running finishes on its own."""
+        """Let the lanes' threads end; a call still running finishes on its own.
+
+        Calls queued behind it are dropped: at exit the interpreter waits for
+        each lane's thread, and a silent database would make each queued
+        call cost another DB_TIMEOUT.
+        """
         for lane in (self._claims, self._writes, self._sweeps, self._upkeep):
-            lane.shutdown(wait=False)
+            lane.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     async def _on(lane: ThreadPoolExecutor, work: Callable[[], R]) -> R:

@@ -11,11 +11,13 @@ storage, sender, writer and clock are handed in (bootstrap, or a test's fakes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from timer_controller.domain.retry import RetryPolicy, decide
 from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
@@ -43,6 +45,8 @@ class LoopConfig:
     reconnect_wait_s: float
     #: MAX_IN_FLIGHT_PER_HOST; None: no limit below max_in_flight.
     host_limit: int | None = None
+    #: DB_TIMEOUT: after the grace, how long the hand-back may take.
+    db_timeout_s: float = 10.0
 
     @property
     def claim_horizon_s(self) -> float:
@@ -105,6 +109,11 @@ class Controller:
         self._db_now = db_now
         self._slots: set[_Slot] = set()
         self._destinations = DestinationSlots(config.host_limit or config.max_in_flight)
+        #: A claim the loop stopped waiting for at shutdown; it ends on its own thread.
+        self._abandoned: asyncio.Future[ClaimBatch] | None = None
+        #: True once shutdown gave up on a database that did not answer in time.
+        self.gave_up = False
+        self._lost_reported = False
         self._slot_freed = asyncio.Event()
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
@@ -122,7 +131,7 @@ class Controller:
         try:
             await self._claim_loop(stop)
         except DatabaseUnavailable as exc:
-            log.error("database lost: %s; exiting so the pod restarts", exc)
+            self._report_lost(str(exc))
             code = 1
         except Exception:
             # Whatever it was, the claims this pod holds are handed back below.
@@ -145,14 +154,20 @@ class Controller:
                 self._slot_freed.clear()
                 await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
-            try:
-                batch = await self._claims.claim(
+            claim = asyncio.ensure_future(
+                self._claims.claim(
                     owner=config.owner,
                     limit=limit,
                     lease_s=config.lease_s,
                     lookahead_s=config.claim_horizon_s,
                     skip_prefixes=self._destinations.skip_prefixes(),
                 )
+            )
+            if not await self._done_before_stop(claim, stop):
+                self._abandoned = claim
+                return
+            try:
+                batch = claim.result()
             except StorageError as exc:
                 failures += 1
                 self._metrics.db_reconnects.inc()
@@ -172,6 +187,19 @@ class Controller:
                 await _wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
+
+    async def _done_before_stop(
+        self, work: asyncio.Future[ClaimBatch], stop: asyncio.Event
+    ) -> bool:
+        """Wait for ``work``; False if a stop came first.
+
+        The loop is alive while a database call is slow (each ends within
+        DB_TIMEOUT), so it keeps ticking for /healthz meanwhile.
+        """
+        while not work.done() and not stop.is_set():
+            self.last_tick = time.monotonic()
+            await _wait_any(stop, timeout_s=self._config.poll_interval_s, also=work)
+        return work.done()
 
     def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
         if not tasks:
@@ -284,10 +312,18 @@ class Controller:
             )
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> int:
-        """Hand back unsent claims at once, let requests finish, record the rest, flush."""
+        """Hand back unsent claims at once, let requests finish, record the rest, flush.
+
+        All of it within SHUTDOWN_GRACE + DB_TIMEOUT: a database that cannot
+        take the hand-back in that time is given up on, since the leases
+        return whatever it did not take.
+        """
+        config = self._config
+        deadline = time.monotonic() + config.shutdown_grace_s + config.db_timeout_s
         unsent = [s for s in self._slots if s.sent_at is None]
         await self._cancel(unsent)
-        await self._release(unsent)
+        # Concurrent with the grace: a silent database must not eat into it.
+        hand_back = asyncio.create_task(self._hand_back({s.task.id for s in unsent}))
         in_flight = [s.handle for s in self._slots if s.handle is not None]
         if in_flight and not writer.done():
             log.info(
@@ -308,10 +344,13 @@ class Controller:
             )
             self._record(slot.task, outcome)
         self._writer.close()
+        await asyncio.wait([hand_back, writer], timeout=max(0.0, deadline - time.monotonic()))
+        if not (hand_back.done() and writer.done()):
+            return self._give_up(hand_back, writer, config.shutdown_grace_s + config.db_timeout_s)
         try:
             await writer
         except DatabaseUnavailable as exc:
-            log.error("database lost: %s", exc)
+            self._report_lost(str(exc))
             return 1
         except Exception:
             # Unwritten outcomes come back when their leases expire; exit 1
@@ -320,6 +359,36 @@ class Controller:
             return 1
         return 0
 
+    def _give_up(
+        self, hand_back: asyncio.Task[None], writer: asyncio.Task[None], budget_s: float
+    ) -> int:
+        hand_back.cancel()
+        writer.cancel()
+        self.gave_up = True
+        log.error(
+            "the database did not take the hand-back within %gs (SHUTDOWN_GRACE + DB_TIMEOUT); "
+            "giving up on it: the leases will return the claims it did not take, "
+            "and they fire again",
+            budget_s,
+            extra={"event": "gave_up"},
+        )
+        return 1
+
+    def _report_lost(self, reason: str) -> None:
+        """One ERROR line for a lost database, whichever part noticed first."""
+        if self._lost_reported:
+            log.warning("also: %s", reason)
+            return
+        self._lost_reported = True
+        log.error("database lost: %s; exiting so the pod restarts", reason)
+
+    async def _hand_back(self, ids: set[int]) -> None:
+        """Release unsent claims, with those of a claim abandoned at the stop."""
+        if self._abandoned is not None:
+            with contextlib.suppress(StorageError):  # a failed claim claimed nothing
+                ids |= {t.id for t in (await self._abandoned).tasks}
+        await self._release(ids)
+
     @staticmethod
     async def _cancel(slots: list[_Slot]) -> None:
         handles = [s.handle for s in slots if s.handle is not None]
@@ -327,8 +396,7 @@ class Controller:
             handle.cancel()
         await asyncio.gather(*handles, return_exceptions=True)
 
-    async def _release(self, slots: list[_Slot]) -> None:
-        ids = {s.task.id for s in slots}
+    async def _release(self, ids: set[int]) -> None:
         if not ids:
             return
         try:
@@ -354,11 +422,17 @@ async def _set_when_done(stop: asyncio.Event, writer: asyncio.Task[None]) -> Non
     stop.set()
 
 
-async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:
-    """Until one of ``events`` is set, or ``timeout_s`` passes."""
-    waiters = [asyncio.create_task(e.wait()) for e in events]
+async def _wait_any(
+    *events: asyncio.Event, timeout_s: float, also: asyncio.Future[Any] | None = None
+) -> None:
+    """Until one of ``events`` is set (or ``also`` is done), or ``timeout_s`` passes."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.create_task(e.wait()) for e in events]
     try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [*waiters, *([also] if also else [])],
+            timeout=timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     finally:
         for waiter in waiters:
             waiter.cancel()
