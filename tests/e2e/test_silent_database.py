@@ -211,6 +211,8 @@ def test_readyz_answers_not_ready_within_its_deadline_while_the_database_is_sile
             answer = http.get(url)
             assert answer.status_code == 503, answer.text
             assert time.monotonic() - started < READY_DEADLINE_S + 1.0
+        # Alive, though not ready: a liveness probe must not restart it for a silent database.
+        assert http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
         proxy.thaw()
         wait_until(
