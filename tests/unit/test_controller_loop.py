@@ -54,6 +54,7 @@ class FakeStore:
     released: list[int] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
     out: dict[int, ClaimedTask] = field(default_factory=dict)
+    renewed: list[list[int]] = field(default_factory=list)
     claim_error: BaseException | None = None
     record_error: StorageError | None = None
 
@@ -73,6 +74,10 @@ class FakeStore:
         self.due = [t for t in self.due if t not in eligible]
         self.out.update((t.id, t) for t in eligible)
         return ClaimBatch(tasks=eligible, selected_at=time.monotonic())
+
+    async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
+        self.renewed.append(sorted(task_ids))
+        return len(task_ids)
 
     async def release(self, *, owner: str, task_ids: Collection[int]) -> int:
         """Handed back: waiting again, claimable by the next claim in due order."""

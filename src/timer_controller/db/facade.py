@@ -6,7 +6,7 @@ sweep, and a claim never waits behind an outcome write:
 
 | lane     | runs                                  |
 |----------|---------------------------------------|
-| claims   | claim_due, release                    |
+| claims   | claim_due, renew_leases, release      |
 | writes   | record_outcomes                       |
 | sweeps   | the lease sweep                       |
 | upkeep   | purge, backlog count                  |
@@ -61,6 +61,12 @@ class AsyncStorage:
                 result.db_now, local_before=result.local_before, uncertainty_s=result.select_s
             )
         return ClaimBatch(tasks=result.tasks, selected_at=result.selected_at)
+
+    async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
+        return await self._on(
+            self._claims,
+            lambda: self._repo.renew_leases(owner=owner, task_ids=task_ids, lease_s=lease_s),
+        )
 
     async def release(self, *, owner: str, task_ids: Collection[int]) -> int:
         return await self._on(

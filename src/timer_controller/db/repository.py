@@ -150,6 +150,19 @@ class TaskRepository:
         return written
 
     @storage_operation
+    def renew_leases(self, *, owner: str, task_ids: Iterable[int], lease_s: float) -> int:
+        """Extend the leases this holder still has on ``task_ids`` to now + ``lease_s``."""
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        with self._sessions() as session, session.begin():
+            result = session.execute(
+                sql.renew_update(owner=owner, task_ids=ids, lease_s=lease_s),
+                execution_options=_NO_SYNC,
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    @storage_operation
     def release(self, *, owner: str, task_ids: Iterable[int]) -> int:
         """Hand back claims that were never fired, so any pod fires them at once."""
         ids = list(task_ids)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     TextClause,
     Update,
+    and_,
     case,
     delete,
     func,
@@ -40,6 +41,7 @@ MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 # to waiting; one that keeps losing its pods this many times beyond its
 # attempts is taken to be what kills them, and fails instead of looping.
 LEASE_LOSSES_BEFORE_FAILING = 3
+UNSENT_LEASE_LOST = "lease expired before the due time: never sent; the attempt is not spent"
 
 _CLAIMED = Status.CLAIMED.value
 _WAITING = Status.WAITING.value
@@ -121,14 +123,19 @@ def claim_select(
 
 
 def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:
-    """Mark selected rows claimed; the lease runs from the later of now and ``due_at``."""
+    """Mark selected rows claimed, the lease running from now.
+
+    From now, not from ``due_at``: the holder renews it while it waits
+    (``renew_update``), so a lease that ends before ``due_at`` proves the
+    holder was gone before it could send (see ``sweep_update``).
+    """
     return (
         update(Task)
         .where(Task.id.in_(task_ids))
         .values(
             status=_CLAIMED,
             owner=owner,
-            lease_expires_at=plus_s(func.greatest(Task.due_at, utc_now_sql()), lease_s),
+            lease_expires_at=plus_s(utc_now_sql(), lease_s),
             attempts=Task.attempts + 1,
         )
     )
@@ -168,6 +175,15 @@ def outcome_update(
     return update(Task).where(*guard).values(values)
 
 
+def renew_update(*, owner: str, task_ids: Collection[int], lease_s: float) -> Update:
+    """Extend this holder's leases on claims it still holds to now + ``lease_s``."""
+    return (
+        update(Task)
+        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == _CLAIMED)
+        .values(lease_expires_at=plus_s(utc_now_sql(), lease_s))
+    )
+
+
 def release_update(*, owner: str, task_ids: Collection[int]) -> Update:
     """Hand back claims never sent: waiting again, the attempt not spent."""
     return (
@@ -183,23 +199,42 @@ def release_update(*, owner: str, task_ids: Collection[int]) -> Update:
 
 
 def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
-    """Expired leases back to ``waiting``; reads the claimed prefix of the index."""
+    """Expired leases back to ``waiting``; reads the claimed prefix of the index.
+
+    A lease that ended before the task's due time was certainly never sent
+    (nothing fires early, and a live holder renews its leases): it returns
+    with its attempt given back. Any other may have been sent, so it counts,
+    and the poison guard counts only those.
+    """
     now = utc_now_sql()
-    hopeless = Task.attempts >= (
-        func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING
+    unsent = Task.lease_expires_at < Task.due_at
+    hopeless = and_(
+        ~unsent,
+        Task.attempts
+        >= func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING,
     )
+    # MySQL evaluates SET assignments left to right, each seeing the ones
+    # before it: every CASE reads the lease and the attempts before they change.
     return (
         update(Task)
         .where(Task.status == _CLAIMED, Task.lease_expires_at < now)
-        .values(
-            status=case((hopeless, Status.FAILED.value), else_=_WAITING),
-            finished_at=case((hopeless, now), else_=None),
-            last_error=case(
-                (hopeless, "lease expired too often: the task may be crashing its pods"),
-                else_="lease expired: the pod holding it stopped; retrying",
+        .ordered_values(
+            (Task.status, case((hopeless, Status.FAILED.value), else_=_WAITING)),
+            (Task.finished_at, case((hopeless, now), else_=None)),
+            (
+                Task.last_error,
+                case(
+                    (hopeless, "lease expired too often: the task may be crashing its pods"),
+                    (unsent, UNSENT_LEASE_LOST),
+                    else_="lease expired: the pod holding it stopped; retrying",
+                ),
             ),
-            owner=None,
-            lease_expires_at=None,
+            (
+                Task.attempts,
+                case((unsent, func.greatest(Task.attempts - 1, 0)), else_=Task.attempts),
+            ),
+            (Task.owner, None),
+            (Task.lease_expires_at, None),
         )
         .with_dialect_options(mysql_limit=limit)
     )

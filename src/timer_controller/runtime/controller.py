@@ -24,6 +24,7 @@ from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, Outco
 from timer_controller.errors import DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.destinations import DestinationSlots
+from timer_controller.runtime.leases import LeaseKeeper
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
 from timer_controller.runtime.writer import OutcomeWriter
 
@@ -47,6 +48,8 @@ class LoopConfig:
     host_limit: int | None = None
     #: DB_TIMEOUT: after the grace, how long the hand-back may take.
     db_timeout_s: float = 10.0
+    #: WEBHOOK_TIMEOUT: a request starts only while its lease covers it.
+    webhook_timeout_s: float = 10.0
 
     @property
     def claim_horizon_s(self) -> float:
@@ -109,6 +112,12 @@ class Controller:
         self._db_now = db_now
         self._slots: set[_Slot] = set()
         self._destinations = DestinationSlots(config.host_limit or config.max_in_flight)
+        self._leases = LeaseKeeper(
+            claims,
+            owner=config.owner,
+            lease_s=config.lease_s,
+            webhook_timeout_s=config.webhook_timeout_s,
+        )
         #: A claim the loop stopped waiting for at shutdown; it ends on its own thread.
         self._abandoned: asyncio.Future[ClaimBatch] | None = None
         #: True once shutdown gave up on a database that did not answer in time.
@@ -145,6 +154,7 @@ class Controller:
         config, failures = self._config, 0
         while not stop.is_set():
             self.last_tick = time.monotonic()
+            self._leases.renew_when_due([s.task for s in self._slots if s.sent_at is None])
             limit = claim_size(
                 free_slots=config.max_in_flight - len(self._slots),
                 batch_size=config.batch_size,
@@ -211,6 +221,7 @@ class Controller:
             "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
         )
         for task in tasks:
+            self._leases.claimed(task, selected_at=batch.selected_at)
             slot = _Slot(task)
             slot.handle = asyncio.create_task(self._deliver(slot, batch.selected_at + task.delay_s))
             self._slots.add(slot)
@@ -223,6 +234,14 @@ class Controller:
             wait_s = fire_at - time.monotonic()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
+            if not self._leases.may_send(slot.task):
+                log.warning(
+                    "task %d not sent: its lease could not be renewed in time; "
+                    "it returns when the lease expires",
+                    slot.task.id,
+                    extra={"event": "lease_unrenewed", "task_id": slot.task.id},
+                )
+                return
             slot.sent_at = self._db_now()
             self._metrics.in_flight.inc()
             try:
@@ -233,6 +252,7 @@ class Controller:
         finally:
             self._slots.discard(slot)
             self._destinations.finished(slot.task)
+            self._leases.forget(slot.task)
             self._count_destinations()
             self._metrics.held.set(len(self._slots))
             self._slot_freed.set()
@@ -320,6 +340,7 @@ class Controller:
         """
         config = self._config
         deadline = time.monotonic() + config.shutdown_grace_s + config.db_timeout_s
+        self._leases.stop()
         unsent = [s for s in self._slots if s.sent_at is None]
         await self._cancel(unsent)
         # Concurrent with the grace: a silent database must not eat into it.
