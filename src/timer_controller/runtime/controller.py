@@ -14,18 +14,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from timer_controller.domain.retry import RetryPolicy, decide
-from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
+from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass
 from timer_controller.errors import DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
-from timer_controller.runtime.destinations import DestinationSlots
+from timer_controller.runtime.destinations import DestinationSlots, hand_back_over_limit
 from timer_controller.runtime.leases import LeaseKeeper
+from timer_controller.runtime.outcomes import report
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
+from timer_controller.runtime.waits import set_when_done, short_ids, wait_any
 from timer_controller.runtime.writer import OutcomeWriter
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; 0 after a graceful stop, 1 after a failure."""
         writer = asyncio.create_task(self._writer.run(), name="outcome-writer")
-        watcher = asyncio.create_task(_set_when_done(stop, writer))
+        watcher = asyncio.create_task(set_when_done(stop, writer))
         code = 0
         try:
             await self._claim_loop(stop)
@@ -162,7 +162,7 @@ class Controller:
             )
             if limit == 0:
                 self._slot_freed.clear()
-                await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
+                await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
             claim = asyncio.ensure_future(
                 self._claims.claim(
@@ -186,7 +186,7 @@ class Controller:
                 )
                 if failures >= config.retry_number:
                     raise DatabaseUnavailable(f"claims failed {failures} times in a row") from exc
-                await _wait_any(stop, timeout_s=config.reconnect_wait_s)
+                await wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
             failures = 0
             kept, deferred = self._destinations.admit(batch.tasks)
@@ -194,7 +194,7 @@ class Controller:
             await self._defer(deferred)
             if len(batch.tasks) < limit:
                 # Nothing more is due within the look-ahead window.
-                await _wait_any(stop, timeout_s=config.poll_interval_s)
+                await wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
@@ -208,7 +208,7 @@ class Controller:
         """
         while not work.done() and not stop.is_set():
             self.last_tick = time.monotonic()
-            await _wait_any(stop, timeout_s=self._config.poll_interval_s, also=work)
+            await wait_any(stop, timeout_s=self._config.poll_interval_s, also=work)
         return work.done()
 
     def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
@@ -218,7 +218,10 @@ class Controller:
         self._count_destinations()
         ids = [t.id for t in tasks]
         log.info(
-            "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
+            "claimed %d tasks: %s",
+            len(ids),
+            short_ids(ids),
+            extra={"event": "claimed", "task_ids": ids},
         )
         for task in tasks:
             self._leases.claimed(task, selected_at=batch.selected_at)
@@ -258,32 +261,11 @@ class Controller:
             self._slot_freed.set()
 
     async def _defer(self, tasks: list[ClaimedTask]) -> None:
-        """Hand back claims past their destination's limit, their attempt unspent.
-
-        They stay waiting with their due times, and claims skip their
-        destination until it has room: then the oldest are claimed first.
-        """
-        if not tasks:
-            return
-        self._metrics.deferred.inc(len(tasks))
-        ids = {t.id for t in tasks}
-        try:
-            await self._claims.release(owner=self._config.owner, task_ids=ids)
-        except StorageError as exc:
-            log.warning(
-                "could not hand back %d claims past their destination's limit (%s); "
-                "their leases will expire",
-                len(ids),
-                exc.reason,
+        if tasks:
+            self._metrics.deferred.inc(len(tasks))
+            await hand_back_over_limit(
+                self._claims, owner=self._config.owner, limit=self._destinations.limit, tasks=tasks
             )
-            return
-        log.info(
-            "destination at its limit of %d: handed back %d claims for later: %s",
-            self._destinations.limit,
-            len(ids),
-            _ids(ids),
-            extra={"event": "deferred", "task_ids": sorted(ids)},
-        )
 
     def _count_destinations(self) -> None:
         self._metrics.destination_busiest.set(self._destinations.busiest())
@@ -292,44 +274,7 @@ class Controller:
     def _record(self, task: ClaimedTask, outcome: Outcome) -> None:
         transition = decide(task, outcome, policy=self._retry, now=self._db_now())
         self._writer.add(transition)
-        m, klass = self._metrics, outcome.klass.value
-        m.fired.labels(klass).inc()
-        m.request_duration.observe(outcome.duration_s)
-        lateness_s = None
-        if outcome.fired_at is not None:
-            lateness_s = max(0.0, (outcome.fired_at - task.due_at).total_seconds())
-            m.lateness.observe(lateness_s)
-        if transition.status is Status.DONE:
-            m.done.inc()
-            event, level = "done", logging.INFO
-        elif transition.status is Status.FAILED:
-            m.failed.labels(klass).inc()
-            event, level = "failed", logging.WARNING
-        else:
-            m.retried.labels(klass).inc()
-            event, level = "retry", logging.INFO
-        if log.isEnabledFor(level):
-            next_due_at = transition.next_due_at
-            log.log(
-                level,
-                "task %d %s: %s (attempt %d)%s",
-                task.id,
-                event,
-                outcome.error or f"HTTP {outcome.status_code}",
-                task.attempt,
-                f", next try at {next_due_at:%H:%M:%S.%f}Z" if next_due_at else "",
-                extra={
-                    "event": event,
-                    "task_id": task.id,
-                    "attempt": task.attempt,
-                    "outcome": klass,
-                    "status_code": outcome.status_code,
-                    "error": outcome.error,
-                    "lateness_s": lateness_s,
-                    "duration_s": round(outcome.duration_s, 6),
-                    "next_due_at": next_due_at,
-                },
-            )
+        report(self._metrics, task, outcome, transition)
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> int:
         """Hand back unsent claims at once, let requests finish, record the rest, flush.
@@ -431,36 +376,6 @@ class Controller:
         log.info(
             "handed back %d unfired claims: %s",
             len(ids),
-            _ids(ids),
+            short_ids(ids),
             extra={"event": "released", "task_ids": sorted(ids)},
         )
-
-
-async def _set_when_done(stop: asyncio.Event, writer: asyncio.Task[None]) -> None:
-    # A writer that gives up ends the claim loop too: there is no point firing
-    # tasks whose outcomes cannot be recorded.
-    await asyncio.wait([writer])
-    stop.set()
-
-
-async def _wait_any(
-    *events: asyncio.Event, timeout_s: float, also: asyncio.Future[Any] | None = None
-) -> None:
-    """Until one of ``events`` is set (or ``also`` is done), or ``timeout_s`` passes."""
-    waiters: list[asyncio.Future[Any]] = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(
-            [*waiters, *([also] if also else [])],
-            timeout=timeout_s,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-def _ids(ids: Iterable[int]) -> str:
-    listed = sorted(ids)
-    if len(listed) <= 20:
-        return ",".join(map(str, listed))
-    return f"{','.join(map(str, listed[:10]))},…,{listed[-1]} ({len(listed)} ids)"

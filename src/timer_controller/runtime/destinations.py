@@ -12,11 +12,17 @@ first as soon as it has room: in due order, none lost, none starved.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from timer_controller.domain.destination import Destination, destination_of, url_prefix
 from timer_controller.domain.task import ClaimedTask
+from timer_controller.errors import StorageError
+from timer_controller.runtime.ports import ClaimStore
+from timer_controller.runtime.waits import short_ids
+
+log = logging.getLogger(__name__)
 
 # Distinct spellings of one destination's URL prefix kept for claims to skip;
 # rows spelled otherwise are claimed and handed back, a bounded cost.
@@ -79,3 +85,31 @@ class DestinationSlots:
 
     def at_limit(self) -> int:
         return sum(held.count >= self.limit for held in self._held.values())
+
+
+async def hand_back_over_limit(
+    claims: ClaimStore, *, owner: str, limit: int, tasks: list[ClaimedTask]
+) -> None:
+    """Hand back claims past their destination's limit, their attempt unspent.
+
+    They stay waiting with their due times, and claims skip their
+    destination until it has room: then the oldest are claimed first.
+    """
+    ids = {t.id for t in tasks}
+    try:
+        await claims.release(owner=owner, task_ids=ids)
+    except StorageError as exc:
+        log.warning(
+            "could not hand back %d claims past their destination's limit (%s); "
+            "their leases will expire",
+            len(ids),
+            exc.reason,
+        )
+        return
+    log.info(
+        "destination at its limit of %d: handed back %d claims for later: %s",
+        limit,
+        len(ids),
+        short_ids(ids),
+        extra={"event": "deferred", "task_ids": sorted(ids)},
+    )

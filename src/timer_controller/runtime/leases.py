@@ -72,7 +72,9 @@ class LeaseKeeper:
             )
         except StorageError as exc:
             log.warning("renewing %d leases failed: %s", len(waiting), exc.reason)
-            self._next = started + min(self.interval_s, 1.0)
+            # Sooner than usual, but not back to back: each try may cost a
+            # DB_TIMEOUT on the claims thread, which the claims need too.
+            self._next = started + self.interval_s / 2
             return
         for task in waiting:
             if (task.id, task.attempt) in self._until:
