@@ -104,6 +104,18 @@ def _scenario_sections(opts: argparse.Namespace, results: list[TrialResult]) -> 
             f"Peak RSS at MAX_IN_FLIGHT={RSS_MAX_IN_FLIGHT}",
             f"{opts.rss_tasks:,} tasks to `/slow/1000`: {RSS_MAX_IN_FLIGHT} requests open at once.",
         ),
+        (
+            "rss-hostile",
+            "Peak RSS at the shipped defaults under hostile input",
+            f"{opts.rss_tasks:,} tasks to `/slow/1000`, plus {opts.rss_full_bodies} there "
+            f"with 1 MiB bodies, {opts.rss_oversized} with 15 MiB bodies, poison rows (zero date, "
+            "attempts at INT's maximum, nested and newline headers) and hostile receivers "
+            "(gzip bombs direct and behind a redirect, a 192 MiB redirect body, a 10 MiB and an "
+            "endless answer), with FOLLOW_REDIRECTS=true. The poison rows and the 15 MiB ones "
+            "must fail (so 'done' is short of 'tasks' by them); the two redirect targets see "
+            "each task's webhook-id a second time, which 'dups' counts. The note lists any "
+            "row that did not end as expected.",
+        ),
     ]
     lines: list[str] = []
     for scenario, title, text in sections:

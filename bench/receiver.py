@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import http
 import json
 import signal
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,20 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 BIG_BODY = b"x" * (10 * 1024 * 1024)
 STREAM_CHUNK = b"400\r\n" + b"s" * 0x400 + b"\r\n"  # one 1 KiB chunk, chunked framing
 STREAM_INTERVAL_S = 0.05
+#: /huge-redirect: a 302 whose body is this big, sent as fast as the client reads.
+HUGE_REDIRECT_BYTES = 192 * 1024 * 1024
+HUGE_CHUNK = b"h" * (256 * 1024)
+#: /gzip and /gzip-redirect: gzip that inflates to this many zero bytes.
+BOMB_INFLATED_BYTES = 1024 * 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """About 1 MiB of gzip that inflates to 1 GiB; built on first use (about a second)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    zeros = bytes(1024 * 1024)
+    parts = [packer.compress(zeros) for _ in range(BOMB_INFLATED_BYTES // len(zeros))]
+    return b"".join([*parts, packer.flush()])
 
 
 @dataclass(slots=True)
@@ -227,6 +243,16 @@ class Connection(asyncio.Protocol):
             self._timer = loop.call_later(int(arg) / 1000, self._finish_slow, req)
         elif head == "redirect":
             self._respond(req, 302, b"", [("location", "/ok")])
+        elif head in ("gzip", "gzip-redirect"):
+            extra = [("content-encoding", "gzip")]
+            if head == "gzip-redirect":
+                extra.append(("location", "/ok"))
+            self._respond(req, 302 if head == "gzip-redirect" else 200, gzip_bomb(), extra)
+        elif head == "huge-redirect":
+            self._busy = True
+            headers = [("content-length", str(HUGE_REDIRECT_BYTES)), ("location", "/ok")]
+            self._write(_head_bytes(302, headers, False))
+            self._send_huge(HUGE_REDIRECT_BYTES)
         elif head == "big":
             self._respond(req, 200, BIG_BODY)
         else:
@@ -255,6 +281,21 @@ class Connection(asyncio.Protocol):
         if not self._paused:  # a client that stops reading must not grow our buffer
             self._write(STREAM_CHUNK)
         self._timer = asyncio.get_running_loop().call_later(STREAM_INTERVAL_S, self._stream)
+
+    def _send_huge(self, remaining: int) -> None:
+        """The rest of a /huge-redirect body, only as fast as the client reads it."""
+        while remaining > 0 and not self._paused and not self._closed:
+            chunk = HUGE_CHUNK[:remaining]
+            self._write(chunk)
+            remaining -= len(chunk)
+        if self._closed:
+            return
+        if remaining <= 0:
+            self._close()
+            return
+        self._timer = asyncio.get_running_loop().call_later(
+            STREAM_INTERVAL_S, self._send_huge, remaining
+        )
 
     def _respond_json(self, req: Request, payload: object) -> None:
         body = json.dumps(payload).encode()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from bench.claim_latency import BigTableResult
+from bench.hostile import RSS_PROMISE_MB
 from bench.metrics import TrialResult
 
 
@@ -160,9 +161,18 @@ def targets(results: Sequence[TrialResult], big: BigTableResult | None) -> list[
             rss_ok,
         )
     )
+    rows.append(_hostile_target(_find(results, "rss-hostile", "defaults")))
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {_verdict(ok)} |" for name, value, ok in rows]
     return lines
+
+
+def _hostile_target(trial: TrialResult | None) -> tuple[str, str, bool | None]:
+    name = f"peak RSS at the defaults under hostile input ≤ {RSS_PROMISE_MB:g} MB, rows as expected"
+    if trial is None or math.isnan(trial.peak_rss_mb):
+        return name, "–", None
+    ok = trial.peak_rss_mb <= RSS_PROMISE_MB and not trial.note
+    return name, f"{_num(trial.peak_rss_mb)} MiB{'; ' + trial.note if trial.note else ''}", ok
 
 
 def _big_target(big: BigTableResult | None) -> tuple[str, str, bool | None]:

@@ -28,7 +28,7 @@ from bench.trial import Context
 log = logging.getLogger("bench")
 
 MODES = ("seed", "raw", "controller", "defaults")
-SCENARIOS = ("burst", "steady", "pods", "big-table", "rss")
+SCENARIOS = ("burst", "steady", "pods", "big-table", "rss", "rss-hostile")
 
 
 def _csv(choices: tuple[str, ...]) -> Any:
@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--claim-batch", type=_positive, default=10, help="rows per timed claim (BATCH_SIZE)"
     )
     p.add_argument("--rss-tasks", type=_positive, default=3000)
+    p.add_argument(
+        "--rss-full-bodies", type=int, default=300, help="rss-hostile: rows with 1 MiB bodies"
+    )
+    p.add_argument(
+        "--rss-oversized", type=int, default=20, help="rss-hostile: rows with 15 MiB bodies"
+    )
     p.add_argument("--poll-interval", default="0.5")
     p.add_argument(
         "--controller-env",

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
+from bench.hostile import hostile_rows
 from bench.metrics import TrialResult
 from bench.trial import Context, Plan, run_trial
 
@@ -96,6 +97,22 @@ def rss(ctx: Context, opts: argparse.Namespace) -> Iterator[TrialResult]:
         yield _run(ctx, plan)
 
 
+def rss_hostile(ctx: Context, opts: argparse.Namespace) -> Iterator[TrialResult]:
+    """The shipped defaults (plus FOLLOW_REDIRECTS, so redirect bombs are followed)
+    against plain tasks to a slow receiver mixed with hostile rows and receivers."""
+    rows = hostile_rows(full_bodies=opts.rss_full_bodies, oversized_bodies=opts.rss_oversized)
+    plan = Plan(
+        "rss-hostile",
+        "defaults",
+        1,
+        all_due_now(opts.rss_tasks),
+        path=f"/slow/{RSS_SLOW_MS}",
+        env={"FOLLOW_REDIRECTS": "true"},
+        hostile=rows,
+    )
+    yield _run(ctx, plan)
+
+
 def run_trials(ctx: Context, opts: argparse.Namespace) -> list[TrialResult]:
     results: list[TrialResult] = []
     if "burst" in opts.scenarios:
@@ -107,4 +124,6 @@ def run_trials(ctx: Context, opts: argparse.Namespace) -> list[TrialResult]:
         results += pods(ctx, opts)
     if "rss" in opts.scenarios:
         results += rss(ctx, opts)
+    if "rss-hostile" in opts.scenarios:
+        results += rss_hostile(ctx, opts)
     return results

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import db
+from bench.hostile import HostileRow, check_outcomes, insert_hostile
 from bench.metrics import TrialResult, summarise
 from bench.procs import START_TIMEOUT_S, PodGroup, ReceiverProcess, cpu_s
 
@@ -62,6 +63,8 @@ class Plan:
     #: Stop after this many seconds even if tasks remain (seed on a burst).
     time_limit_s: float | None = None
     rate_per_s: float | None = None
+    #: Poison rows and rows for hostile receivers, inserted beside the plain ones.
+    hostile: list[HostileRow] = field(default_factory=list)
 
 
 def run_trial(ctx: Context, plan: Plan) -> TrialResult:
@@ -78,8 +81,12 @@ def run_trial(ctx: Context, plan: Plan) -> TrialResult:
         due_ats = plan.schedule(db.utc_now())
         result.tasks = len(due_ats)
         db.insert_tasks(ctx.conn, ctx.receiver.url + plan.path, due_ats)
+        hostile_ids = insert_hostile(ctx.conn, ctx.receiver.url, plan.hostile)
+        result.tasks += len(hostile_ids)
         schedule_s = max(0.0, db.epoch_s(max(due_ats)) - time.time())
-        result.bounded, result.note = _wait_finished(ctx, group, plan, len(due_ats), schedule_s)
+        result.bounded, result.note = _wait_finished(ctx, group, plan, result.tasks, schedule_s)
+        problems = check_outcomes(ctx.conn, hostile_ids, plan.hostile)
+        result.note = "; ".join(filter(None, [result.note, *problems]))
         pods_cpu_s = group.cpu_s() - cpu_before_s
         side = [after - before for after, before in zip(_side_cpu_s(ctx), side_before, strict=True)]
         result.peak_rss_mb = group.peak_rss_mb()

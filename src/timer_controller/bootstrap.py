@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import gc
 import logging
 import os
@@ -27,8 +26,8 @@ from timer_controller.db.repository import TaskRepository
 from timer_controller.db.setup import current_revision_is_head, prepare, server_url
 from timer_controller.delivery.dispatch import Dispatcher, Send
 from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
-from timer_controller.delivery.request import USER_AGENT
-from timer_controller.delivery.transport import GuardedAiohttpTransport, make_http_client
+from timer_controller.delivery.redirects import RedirectingSender
+from timer_controller.delivery.transport import GuardedAiohttpTransport
 from timer_controller.domain.retry import RetryPolicy
 from timer_controller.errors import StartupError
 from timer_controller.ops.metrics import HealthServer, Metrics
@@ -108,26 +107,18 @@ def run_controller(settings: Settings) -> int:
 def make_sender(
     settings: Settings, policy: TargetPolicy
 ) -> tuple[Send, Callable[[], Awaitable[None]]]:
-    """The one send path, chosen once: the transport, or the client when following
-    redirects; and what closes it."""
+    """The one send path, chosen once: the transport, or (FOLLOW_REDIRECTS) a
+    RedirectingSender over it that leaves redirect bodies unread; and what closes it."""
     transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
     if not settings.follow_redirects:
         return transport.handle_async_request, transport.aclose
-    client = make_http_client(
-        timeout_s=settings.webhook_timeout_s,
-        max_connections=settings.max_in_flight,
-        follow_redirects=True,
-        policy=policy,
-        user_agent=USER_AGENT,
-        transport=transport,
-    )
-    return functools.partial(client.send, stream=True, follow_redirects=True), client.aclose
+    return RedirectingSender(transport, policy=policy), transport.aclose
 
 
 async def serve(
     settings: Settings, engine: Engine, *, early_stop: StopRequest | None = None
 ) -> int:
-    repo = TaskRepository(engine)
+    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
     metrics = Metrics()
     clock = DbClock()
     storage = AsyncStorage(repo, clock)

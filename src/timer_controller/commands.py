@@ -18,6 +18,7 @@ from timer_controller.bootstrap import database_url, start_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
+from timer_controller.domain.text import preview
 from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
@@ -105,9 +106,14 @@ def _schedule(repo: TaskRepository, args: argparse.Namespace) -> int:
 
 
 def describe(task: TaskView, now: datetime) -> str:
+    """The status text; whatever another system wrote in the row, it cannot break it."""
     attempts = f"{task.attempts}" + (f" of {task.max_attempts}" if task.max_attempts else "")
-    lines = [f"task {task.id}: {task.status}", f"  url: {task.method or 'POST'} {task.url}"]
-    if task.status in (Status.WAITING, Status.CLAIMED):
+    target = f"{preview(task.method or 'POST', 16)} {preview(task.url, 2048)}"
+    lines = [f"task {task.id}: {task.status}", f"  url: {target}"]
+    if task.due_at is None:
+        # The driver reads a zero or invalid DATETIME back as None.
+        lines.append("  due: not a valid time (a zero date such as 0000-00-00?)")
+    elif task.status in (Status.WAITING, Status.CLAIMED):
         left_s = (task.due_at - now).total_seconds()
         when = f"in {left_s:.1f}s" if left_s > 0 else f"{-left_s:.1f}s ago (firing now)"
         lines.append(f"  due: {task.due_at:%Y-%m-%dT%H:%M:%S.%f}Z ({when})")
@@ -119,7 +125,7 @@ def describe(task: TaskView, now: datetime) -> str:
     if task.last_status_code is not None:
         lines.append(f"  last HTTP status: {task.last_status_code}")
     if task.last_error:
-        lines.append(f"  last error: {task.last_error}")
+        lines.append(f"  last error: {preview(task.last_error, 500)}")
     return "\n".join(lines)
 
 

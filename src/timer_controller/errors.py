@@ -28,6 +28,13 @@ class StorageError(Exception):
         self.code = code
 
 
+class BadData(StorageError):
+    """The server refused a value (out of range, an incorrect datetime…).
+
+    A row's data is at fault, not the connection: never "database lost".
+    """
+
+
 class SchemaMissing(StorageError):
     """The database has no ``tasks`` table: it was never migrated."""
 

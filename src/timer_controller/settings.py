@@ -34,8 +34,26 @@ from pydantic_settings import (
 
 from timer_controller.delivery.policy import parse_allowed_hosts
 from timer_controller.delivery.signing import decode_secret
-from timer_controller.domain.durations import parse_duration_s
+from timer_controller.domain.durations import DAY_S, parse_duration_s
+from timer_controller.domain.text import preview
 from timer_controller.errors import ConfigError
+from timer_controller.setting_limits import (
+    MAX_BACKOFF_S,
+    MAX_FILE_BYTES,
+    MAX_FLUSH_INTERVAL_S,
+    MAX_LEASE_S,
+    MAX_LOOKAHEAD_S,
+    MAX_MESSAGE_CHARS,
+    MAX_POLL_INTERVAL_S,
+    MAX_RECONNECT_WAIT_S,
+    MAX_REQUEST_BODY_BYTES,
+    MAX_RETENTION_S,
+    MAX_RETRY_NUMBER,
+    MAX_SHUTDOWN_GRACE_S,
+    MAX_WEBHOOK_TIMEOUT_S,
+    friendly,
+    relation_problem,
+)
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
@@ -63,10 +81,20 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         if path is None:
             return None, field_name, False
         try:
-            # Secret files conventionally end with a newline that is not part of the value.
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
+            with Path(path).open("rb") as file:
+                raw = file.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"{var}: cannot read {preview(path, 200)}: {exc.strerror}") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"{var}: {preview(path, 200)} is larger than {MAX_FILE_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{var}: {preview(path, 200)} is not UTF-8 text (byte {exc.start} is not valid)"
+            ) from None
+        # Secret files conventionally end with a newline that is not part of the value.
+        return text.rstrip("\r\n"), field_name, False
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -106,11 +134,15 @@ class _SharedSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
     # Connecting (the database for the controller, the broker for both).
-    retry_number: int = Field(default=10, ge=1)
-    reconnect_wait_s: float = Field(default=1.0, ge=0, alias="reconnect_wait_time")
+    retry_number: int = Field(default=10, ge=1, le=MAX_RETRY_NUMBER)
+    reconnect_wait_s: float = Field(
+        default=1.0, ge=0, le=MAX_RECONNECT_WAIT_S, allow_inf_nan=False, alias="reconnect_wait_time"
+    )
 
     # Stopping, and naming this process in logs.
-    shutdown_grace_s: float = Field(default=10.0, ge=0, alias="shutdown_grace")
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, le=MAX_SHUTDOWN_GRACE_S, allow_inf_nan=False, alias="shutdown_grace"
+    )
     pod_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -119,12 +151,16 @@ class _SharedSettings(BaseSettings):
     )
 
     # Delivery.
-    webhook_timeout_s: float = Field(default=10.0, gt=0, alias="webhook_timeout")
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=MAX_WEBHOOK_TIMEOUT_S, allow_inf_nan=False, alias="webhook_timeout"
+    )
     webhook_secret: SecretStr | None = None
     follow_redirects: bool = False
     block_private_networks: bool = False
     allowed_hosts: str = ""
-    max_request_body_bytes: int = Field(default=1024 * 1024, ge=0, alias="max_request_body")
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, ge=0, le=MAX_REQUEST_BODY_BYTES, alias="max_request_body"
+    )
 
     # RabbitMQ.
     #: Required by the worker, and by the controller with DISPATCH=amqp.
@@ -152,10 +188,18 @@ class _SharedSettings(BaseSettings):
     def _blank_port_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_secret", "amqp_url", mode="before")
+    @field_validator("amqp_url", mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: Any) -> Any:
+    def _blank_url_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_an_error(cls, value: Any) -> Any:
+        # Taking a blank value for "unset" would silently turn signing off.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty; set it to one or more whsec_ secrets, or unset it")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
@@ -226,12 +270,20 @@ class Settings(_SharedSettings):
 
     # The loop.
     batch_size: int = Field(default=10, ge=1, le=10_000)
-    poll_interval_s: float = Field(default=0.5, gt=0, alias="poll_interval")
+    poll_interval_s: float = Field(
+        default=0.5, gt=0, le=MAX_POLL_INTERVAL_S, allow_inf_nan=False, alias="poll_interval"
+    )
     #: None: as POLL_INTERVAL (see claim_lookahead_s).
-    lookahead_s: float | None = Field(default=None, ge=0, alias="lookahead")
+    lookahead_s: float | None = Field(
+        default=None, ge=0, le=MAX_LOOKAHEAD_S, allow_inf_nan=False, alias="lookahead"
+    )
     max_in_flight: int = Field(default=100, ge=1, le=100_000)
-    lease_s: float = Field(default=60.0, gt=0, alias="lease_time")
-    flush_interval_s: float = Field(default=0.02, gt=0, alias="flush_interval")
+    lease_s: float = Field(
+        default=60.0, gt=0, le=MAX_LEASE_S, allow_inf_nan=False, alias="lease_time"
+    )
+    flush_interval_s: float = Field(
+        default=0.02, gt=0, le=MAX_FLUSH_INTERVAL_S, allow_inf_nan=False, alias="flush_interval"
+    )
 
     # Per-destination limit.
     #: Tasks one destination (scheme, host, port) may hold in this pod;
@@ -240,11 +292,15 @@ class Settings(_SharedSettings):
 
     # Retries.
     max_attempts: int = Field(default=3, ge=1, le=1000)
-    retry_backoff_base_s: float = Field(default=1.0, gt=0, alias="retry_backoff_base")
-    retry_backoff_max_s: float = Field(default=3600.0, gt=0, alias="retry_backoff_max")
+    retry_backoff_base_s: float = Field(
+        default=1.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_base"
+    )
+    retry_backoff_max_s: float = Field(
+        default=3600.0, gt=0, le=MAX_BACKOFF_S, allow_inf_nan=False, alias="retry_backoff_max"
+    )
 
     # Retention.
-    retention_s: DurationS = Field(default=7 * 86400.0, alias="retention")
+    retention_s: DurationS = Field(default=7 * DAY_S, le=MAX_RETENTION_S, alias="retention")
     cleanup_batch: int = Field(default=1000, ge=1, le=100_000)
 
     # Dispatch through RabbitMQ.
@@ -265,14 +321,17 @@ class Settings(_SharedSettings):
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
-        if self.lease_s <= self.webhook_timeout_s:
-            raise ValueError(
-                f"LEASE_TIME ({self.lease_s:g}s) must be greater than "
-                f"WEBHOOK_TIMEOUT ({self.webhook_timeout_s:g}s), or a slow request "
-                "would outlive its claim and fire twice"
-            )
-        if self.retry_backoff_max_s < self.retry_backoff_base_s:
-            raise ValueError("RETRY_BACKOFF_MAX must be at least RETRY_BACKOFF_BASE")
+        problem = relation_problem(
+            lease_s=self.lease_s,
+            webhook_timeout_s=self.webhook_timeout_s,
+            flush_interval_s=self.flush_interval_s,
+            poll_interval_s=self.poll_interval_s,
+            lookahead_s=self.lookahead_s,
+            backoff_base_s=self.retry_backoff_base_s,
+            backoff_max_s=self.retry_backoff_max_s,
+        )
+        if problem is not None:
+            raise ValueError(problem)
         if self.dispatch == "amqp":
             self._require_amqp_url("with DISPATCH=amqp")
             if self.queue_lease_s <= self.lease_s + self.claim_lookahead_s:
@@ -337,6 +396,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     var = field.upper()
     if error["type"] == "missing":
         return f"{var} is required but not set (set {var} or {var}{FILE_SUFFIX})"
+    is_duration = field in _DURATION_ALIASES
+    message = friendly(
+        error["type"], error.get("ctx") or {}, is_duration=is_duration, message=message
+    )
     if field in SECRET_FIELDS:
         return f"{var} is invalid: {message}"
-    return f"{var}={error.get('input')!s} is invalid: {message}"
+    return f"{var}={preview(error.get('input'))} is invalid: {preview(message, MAX_MESSAGE_CHARS)}"
+
+
+# Environment names (lower case, as pydantic reports them) of every duration.
+_DURATION_ALIASES = frozenset(
+    env_name(name, field).lower()
+    for cls in (Settings, WorkerSettings)
+    for name, field in cls.model_fields.items()
+    if name.endswith("_s")
+)

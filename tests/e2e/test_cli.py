@@ -460,8 +460,13 @@ def test_purge_older_than_7d_deletes_only_old_finished_rows(db: TestDatabase) ->
         ["purge", "--older-than", "forever"],
         ["frobnicate"],
         ["--no-such-flag"],
+        ["schedule", HOOK, "--in", "9" * 400],
+        ["purge", "--older-than", "9" * 400],
+        ["schedule", HOOK, "--at", "0001-01-01T00:00:00+01:00"],
+        # Not UTF-8: the argument's bytes arrive as lone surrogates.
+        ["schedule", HOOK, "--in", "5s", "--body", "caf\udcc3"],
     ],
-    ids=lambda args: " ".join(args) or "nothing",
+    ids=lambda args: " ".join(args)[:60] or "nothing",
 )
 def test_bad_arguments_exit_2_with_usage_and_no_traceback(args: list[str]) -> None:
     # A closed port: had the arguments been accepted, the command would exit 1, not 2.

@@ -136,6 +136,13 @@ INVALID_SETTINGS = [
     pytest.param({"LOG_LEVEL": "chatty"}, "LOG_LEVEL", id="log-level-unknown"),
     pytest.param({"RETENTION": "forever"}, "RETENTION", id="retention-not-a-duration"),
     pytest.param({"WEBHOOK_SECRET": SECRET_VALUE}, "WEBHOOK_SECRET", id="webhook-secret-garbage"),
+    pytest.param({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET", id="webhook-secret-empty"),
+    pytest.param({"WEBHOOK_SECRET": " \t"}, "WEBHOOK_SECRET", id="webhook-secret-blank"),
+    pytest.param({"LEASE_TIME": "inf"}, "LEASE_TIME", id="lease-infinite"),
+    pytest.param({"LOOKAHEAD": "1e13"}, "LOOKAHEAD", id="lookahead-huge"),
+    pytest.param({"RETENTION": "9" * 400}, "RETENTION", id="retention-400-nines"),
+    pytest.param({"FLUSH_INTERVAL": "5", "LEASE_TIME": "12"}, "FLUSH_INTERVAL", id="flush-lease"),
+    pytest.param({"DB_HOST": "h", "BATCH_SIZE": "x" * 100_000}, "BATCH_SIZE", id="huge-value"),
     # Checked with the other settings, before any connection (here: to a closed port).
     pytest.param({"ALLOWED_HOSTS": "10.0.0.0/33"}, "ALLOWED_HOSTS", id="allowed-hosts-bad-cidr"),
     pytest.param(
@@ -167,6 +174,7 @@ def test_an_invalid_setting_exits_2_with_one_line_naming_it(
     assert "Traceback" not in lines[0]
     assert PASSWORD not in lines[0]
     assert SECRET_VALUE not in lines[0]
+    assert len(lines[0]) < 400, "a long value is echoed cut"
 
 
 def test_db_password_file_supplies_the_password(

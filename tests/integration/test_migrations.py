@@ -56,7 +56,7 @@ def test_claim_and_sweep_read_a_prefix_of_the_status_index(db: TestDatabase) -> 
         )
         conn.execute(text("INSERT INTO tasks (url, due_at) VALUES ('http://x', UTC_TIMESTAMP(6))"))
         conn.execute(text("ANALYZE TABLE tasks"))
-    claim = _plan(db, claim_select(limit=10, lookahead_s=0.5))
+    claim = _plan(db, claim_select(limit=10, lookahead_s=0.5, max_body_bytes=1 << 20))
     sweep = _plan(db, sweep_update(default_max_attempts=3, limit=1000))
     for plan in (claim, sweep):
         (step,) = plan

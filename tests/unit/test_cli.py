@@ -75,15 +75,34 @@ URL = "http://hooks.example.com/x"
         ),
         (
             ["schedule", URL, "--in", "5s", "--max-attempts", "many"],
-            "argument --max-attempts: 'many' is not a whole number of at least 1",
+            "argument --max-attempts: 'many' is not a whole number from 1 to 1000",
         ),
         (["schedule", "--in", "5s"], "the following arguments are required: url"),
-        (["status", "notanumber"], "argument id: invalid int value: 'notanumber'"),
+        (["status", "notanumber"], "argument id: 'notanumber' is not a whole number from 1 to"),
         (["status"], "the following arguments are required: id"),
-        (["cancel", "x"], "argument id: invalid int value: 'x'"),
+        (["cancel", "x"], "argument id: 'x' is not a whole number from 1 to"),
         (["purge"], "the following arguments are required: --older-than"),
         (["purge", "--older-than", "soon"], "argument --older-than: 'soon' is not a duration"),
         (["stats", "extra"], "unrecognized arguments: extra"),
+        # Hostile input: each of these once ended in a traceback.
+        (["schedule", URL, "--in", "9" * 400], "argument --in: '999"),
+        (["purge", "--older-than", "9" * 400], "must be at most 36500d"),
+        (["schedule", URL, "--in", "36501d"], "argument --in: '36501d' must be at most 36500d"),
+        (
+            ["schedule", URL, "--at", "0001-01-01T00:00:00+01:00"],
+            "argument --at: '0001-01-01T00:00:00+01:00' is outside what the database stores",
+        ),
+        (["schedule", URL, "--at", "0999-12-31T23:59:59Z"], "is outside what the database stores"),
+        (["schedule", URL, "--at", "9999-12-31T23:00:00-05:00"], "is outside what the database"),
+        (
+            ["schedule", URL, "--in", "5s", "--body", "caf\udcc3"],
+            "argument --body: is not valid UTF-8 (byte 3 cannot be decoded)",
+        ),
+        (["schedule", URL, "--in", "5s", "--header", "X-A:\udcff"], "argument --header: is not"),
+        (["schedule", URL + "\udcff", "--in", "5s"], "argument url: is not valid UTF-8"),
+        (["schedule", URL, "--in", "5s", "--max-attempts", "9" * 400], "from 1 to 1000"),
+        (["status", "9" * 5000], "is not a whole number from 1 to 9223372036854775807"),
+        (["cancel", "9223372036854775808"], "is not a whole number from 1 to"),
         (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
     ],
 )
@@ -98,6 +117,7 @@ def test_bad_arguments_exit_2_naming_the_problem(
     assert err.startswith("usage: timer-controller")
     assert error in err
     assert "Traceback" not in err
+    assert len(err) < 1000, "a long argument is echoed cut"
 
 
 def test_no_subcommand_means_run() -> None:

@@ -73,3 +73,29 @@ def test_parse_duration_rejects_negative_numbers(raw: float) -> None:
 def test_a_bool_is_not_a_number_of_seconds() -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration_s(True)
+
+
+@pytest.mark.parametrize("raw", ["9" * 400, "1" + "0" * 400 + "d", 1e400, float("nan"), "36501d"])
+def test_parse_duration_refuses_infinite_and_huge_values(raw: str | float) -> None:
+    with pytest.raises(ValueError, match="must be at most 36500d"):
+        parse_duration_s(raw)
+
+
+def test_parse_duration_takes_a_caller_maximum() -> None:
+    assert parse_duration_s("1h", max_s=3600) == 3600.0
+    with pytest.raises(ValueError, match="must be at most 1h"):
+        parse_duration_s("61m", max_s=3600)
+
+
+def test_parse_duration_cuts_a_huge_input_in_its_message() -> None:
+    with pytest.raises(ValueError, match="is not a duration") as caught:
+        parse_duration_s("x" * 2_000_000)
+
+    assert len(str(caught.value)) < 300
+    assert "2000000 characters" in str(caught.value)
+
+
+def test_a_trailing_newline_is_white_space_not_a_loophole() -> None:
+    assert parse_duration_s("5s\n") == 5.0
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration_s("5s\nx")

@@ -122,7 +122,6 @@ def test_empty_password_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"BLOCK_PRIVATE_NETWORKS": "1"}, "block_private_networks", True),
         ({"METRICS_PORT": "9100"}, "metrics_port", 9100),
         ({"METRICS_PORT": ""}, "metrics_port", None),
-        ({"WEBHOOK_SECRET": ""}, "webhook_secret", None),
         ({"POD_NAME": "pod-a"}, "pod_name", "pod-a"),
         ({"HOSTNAME": "host-b"}, "pod_name", "host-b"),
         ({"MAX_ATTEMPTS": "7"}, "max_attempts", 7),

@@ -12,7 +12,7 @@ from typing import ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from timer_controller.errors import SchemaMissing, StorageError
+from timer_controller.errors import BadData, SchemaMissing, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ NO_SUCH_TABLE = 1146  # ER_NO_SUCH_TABLE
 # simply run again, at once, instead of being treated as a lost database.
 RETRYABLE_LOCK_ERRORS = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 LOCK_RETRIES = 5
+# The server refused a value, not the connection: out of range, an incorrect
+# datetime or string, too long, NULL where it cannot be. One row is at fault,
+# never the database.
+DATA_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1406, 1411, 1690})
 
 # mysqlclient / MySQL client error codes worth a human explanation.
 _REASONS = {
@@ -47,6 +51,10 @@ def error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def is_data_error(exc: BaseException) -> bool:
+    return error_code(exc) in DATA_ERRORS
+
+
 def describe_error(exc: BaseException) -> str:
     """A short reason: refused, unknown host, denied… or the server's first line."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -62,6 +70,8 @@ def as_storage_error(exc: SQLAlchemyError) -> StorageError:
     code = error_code(exc)
     if code == NO_SUCH_TABLE:
         return SchemaMissing("the tasks table does not exist", code=code)
+    if code in DATA_ERRORS:
+        return BadData(describe_error(exc), code=code)
     return StorageError(describe_error(exc), code=code)
 
 

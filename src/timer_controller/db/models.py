@@ -26,6 +26,10 @@ from timer_controller.domain.task import MAX_URL_CHARS, Status
 
 ERROR_MAX_CHARS = 500
 OWNER_MAX_CHARS = 255
+#: The largest value of an INT column (``attempts``, ``max_attempts``).
+INT_MAX = 2**31 - 1
+#: The most bytes a MEDIUMTEXT (``body``) holds.
+MEDIUMTEXT_MAX_BYTES = 2**24 - 1
 
 # DATETIME(6): microsecond precision, stored as naive UTC.
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")

@@ -9,18 +9,22 @@ ORM objects costs about seven times as much. All "now"s are the database's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, Row
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from timer_controller.db import statements as sql
 from timer_controller.db.clock import utc_now
-from timer_controller.db.errors import storage_operation
+from timer_controller.db.errors import describe_error, is_data_error, storage_operation
+from timer_controller.db.models import INT_MAX, MEDIUMTEXT_MAX_BYTES
 from timer_controller.db.setup import named_lock
 from timer_controller.domain.task import ClaimedTask, Status, Transition
 
@@ -52,7 +56,8 @@ class TaskView:
     url: str
     method: str | None
     status: str
-    due_at: datetime
+    #: None when the row holds a zero or invalid date (the driver reads those as None).
+    due_at: datetime | None
     attempts: int
     max_attempts: int | None
     last_status_code: int | None
@@ -71,10 +76,80 @@ class Stats:
     db_now: datetime
 
 
+def _write(session: Session, status: Status, batch: Sequence[Transition], owner: str | None) -> int:
+    result = session.execute(
+        sql.outcome_update(status=status, transitions=batch, owner=owner),
+        execution_options=_ONE_OFF,
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _write_alone(session: Session, transition: Transition, owner: str | None) -> int:
+    """One transition; if the database refuses its values, the task fails with why."""
+    try:
+        return _write(session, transition.status, [transition], owner)
+    except DBAPIError as exc:
+        if not is_data_error(exc):
+            raise
+        reason = f"could not record the outcome: {describe_error(exc)}"
+        log.warning("task %d: %s", transition.task_id, reason)
+        failed = dataclasses.replace(
+            transition, status=Status.FAILED, status_code=None, error=reason, next_due_at=None
+        )
+        return _write(session, Status.FAILED, [failed], owner)
+
+
+def read_claims(
+    rows: Sequence[Row[Any]], *, db_now: datetime, max_body_bytes: int
+) -> tuple[list[ClaimedTask], dict[int, str]]:
+    """The tasks in a claim's rows, and why each row that cannot be one cannot."""
+    tasks: list[ClaimedTask] = []
+    poison: dict[int, str] = {}
+    for row in rows:
+        try:
+            reason = unclaimable(row, max_body_bytes=max_body_bytes)
+            if reason is None:
+                tasks.append(
+                    ClaimedTask(
+                        id=row.id,
+                        url=row.url,
+                        due_at=row.due_at,
+                        attempt=row.attempts + 1,
+                        max_attempts=row.max_attempts,
+                        method=row.method,
+                        headers=row.headers,
+                        body=row.body,
+                        delay_s=max(0.0, (row.due_at - db_now).total_seconds()),
+                    )
+                )
+        except Exception as exc:  # whatever one row holds, it fails alone
+            reason = f"cannot read the row: {type(exc).__name__}: {exc}"
+        if reason is not None:
+            poison[row.id] = reason
+    return tasks, poison
+
+
+def unclaimable(row: Row[Any], *, max_body_bytes: int) -> str | None:
+    """Why a selected row cannot be delivered, or None."""
+    if not isinstance(row.due_at, datetime):
+        # The driver reads a zero or invalid DATETIME back as None.
+        return "due_at is not a valid time (a zero date such as 0000-00-00?)"
+    if row.attempts >= INT_MAX:
+        return f"attempts is {row.attempts}, the most its column holds: no attempt can be counted"
+    if row.body is None and row.body_bytes is not None:
+        return (
+            f"body is {row.body_bytes} bytes, more than MAX_REQUEST_BODY ({max_body_bytes}); "
+            "it was not loaded"
+        )
+    return None
+
+
 class TaskRepository:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_body_bytes: int = MEDIUMTEXT_MAX_BYTES) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._engine = engine
+        #: Bodies longer than this are never loaded (see ``claim_select``).
+        self._max_body_bytes = max_body_bytes
 
     # -- the claim loop's hot paths ---------------------------------------
 
@@ -91,35 +166,35 @@ class TaskRepository:
         """Claim up to ``limit`` waiting tasks due within ``lookahead_s``, oldest first.
 
         One short transaction: lock with SKIP LOCKED so concurrent pods get
-        disjoint rows, write owner and lease, commit.
+        disjoint rows, write owner and lease, commit. A row this process
+        could not deliver (a zero date, attempts at the column's maximum, a
+        body over the limit, anything that fails to read) is failed in the
+        same transaction with its reason, so no claim ever holds one.
         """
         with self._sessions() as session, session.begin():
             local_before, started = utc_now(), time.monotonic()
-            rows = session.execute(
-                sql.claim_select(limit=limit, lookahead_s=lookahead_s, skip_prefixes=skip_prefixes)
-            ).all()
+            select = sql.claim_select(
+                limit=limit,
+                lookahead_s=lookahead_s,
+                max_body_bytes=self._max_body_bytes,
+                skip_prefixes=skip_prefixes,
+            )
+            rows = session.execute(select).all()
             selected_at = time.monotonic()
             if not rows:
                 return ClaimResult(tasks=[])
-            session.execute(
-                sql.claim_update(task_ids=[row.id for row in rows], owner=owner, lease_s=lease_s),
-                execution_options=_NO_SYNC,
+            db_now: datetime = rows[0].db_now
+            tasks, poison = read_claims(rows, db_now=db_now, max_body_bytes=self._max_body_bytes)
+            tasks = self._mark_claimed(session, tasks, poison, owner=owner, lease_s=lease_s)
+            if poison:
+                session.execute(sql.poison_update(reasons=poison), execution_options=_ONE_OFF)
+        for task_id, reason in poison.items():
+            log.warning(
+                "task %d failed without firing: %s",
+                task_id,
+                reason,
+                extra={"event": "failed", "task_id": task_id, "error": reason},
             )
-        db_now: datetime = rows[0].db_now
-        tasks = [
-            ClaimedTask(
-                id=row.id,
-                url=row.url,
-                due_at=row.due_at,
-                attempt=row.attempts + 1,
-                max_attempts=row.max_attempts,
-                method=row.method,
-                headers=row.headers,
-                body=row.body,
-                delay_s=max(0.0, (row.due_at - db_now).total_seconds()),
-            )
-            for row in rows
-        ]
         return ClaimResult(
             tasks=tasks,
             db_now=db_now,
@@ -127,6 +202,45 @@ class TaskRepository:
             selected_at=selected_at,
             select_s=selected_at - started,
         )
+
+    @staticmethod
+    def _mark_claimed(
+        session: Session,
+        tasks: list[ClaimedTask],
+        poison: dict[int, str],
+        *,
+        owner: str,
+        lease_s: float,
+    ) -> list[ClaimedTask]:
+        """Write the claim of ``tasks``; those the database refuses join ``poison``.
+
+        A data error (a value out of range, say) rolls back only its own
+        statement, so the rows are tried one by one to find the bad ones.
+        """
+        if not tasks:
+            return tasks
+        try:
+            session.execute(
+                sql.claim_update(task_ids=[t.id for t in tasks], owner=owner, lease_s=lease_s),
+                execution_options=_NO_SYNC,
+            )
+            return tasks
+        except DBAPIError as exc:
+            if not is_data_error(exc):
+                raise
+        kept = []
+        for task in tasks:
+            try:
+                session.execute(
+                    sql.claim_update(task_ids=[task.id], owner=owner, lease_s=lease_s),
+                    execution_options=_NO_SYNC,
+                )
+                kept.append(task)
+            except DBAPIError as exc:
+                if not is_data_error(exc):
+                    raise
+                poison[task.id] = f"the database refused to claim it: {describe_error(exc)}"
+        return kept
 
     @storage_operation
     def record_outcomes(self, *, owner: str | None, transitions: Sequence[Transition]) -> int:
@@ -142,11 +256,13 @@ class TaskRepository:
         written = 0
         with self._sessions() as session, session.begin():
             for status, batch in by_status.items():
-                result = session.execute(
-                    sql.outcome_update(status=status, transitions=batch, owner=owner),
-                    execution_options=_ONE_OFF,
-                )
-                written += int(result.rowcount)  # type: ignore[attr-defined]
+                try:
+                    written += _write(session, status, batch, owner)
+                except DBAPIError as exc:
+                    if not is_data_error(exc):
+                        raise
+                    # Only that statement was rolled back: find the row at fault.
+                    written += sum(_write_alone(session, t, owner) for t in batch)
         return written
 
     @storage_operation

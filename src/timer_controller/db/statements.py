@@ -25,12 +25,13 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     text,
     update,
 )
 
-from timer_controller.db.models import ERROR_MAX_CHARS, Task
+from timer_controller.db.models import ERROR_MAX_CHARS, INT_MAX, Task
 from timer_controller.domain.task import FINISHED_STATUSES, Status, Transition
 
 # Named locks are server-wide: the database's name (hashed, as lock names
@@ -88,16 +89,20 @@ def _sql_literal(value: int | datetime | None) -> str:
 
 
 def claim_select(
-    *, limit: int, lookahead_s: float, skip_prefixes: Collection[str] = ()
+    *, limit: int, lookahead_s: float, max_body_bytes: int, skip_prefixes: Collection[str] = ()
 ) -> Select[*tuple[Any, ...]]:
     """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
 
     It reads the ``(status, due_at)`` index in order and stops after
-    ``limit`` rows, so finished rows are never walked. Rows whose URL starts
+    ``limit`` rows, so finished rows are never walked. A body longer than
+    ``max_body_bytes`` is never sent over the wire (it would be refused
+    anyway, and 16 MB bodies in a batch cost gigabytes): ``body`` is NULL
+    for it and ``body_bytes`` says how long it is. Rows whose URL starts
     with one of ``skip_prefixes`` (``scheme://authority`` of a destination at
     its limit) are left waiting for a later claim.
     """
     now = utc_now_sql()
+    body_bytes = func.length(Task.body)
     query = (
         select(
             Task.id,
@@ -107,7 +112,8 @@ def claim_select(
             Task.max_attempts,
             Task.method,
             Task.headers,
-            Task.body,
+            case((body_bytes <= max_body_bytes, Task.body), else_=None).label("body"),
+            body_bytes.label("body_bytes"),
             now.label("db_now"),
         )
         .where(Task.status == _WAITING, Task.due_at <= plus_s(now, lookahead_s))
@@ -137,6 +143,26 @@ def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Up
             owner=owner,
             lease_expires_at=plus_s(utc_now_sql(), lease_s),
             attempts=Task.attempts + 1,
+        )
+    )
+
+
+def poison_update(*, reasons: Mapping[int, str]) -> Update:
+    """Fail rows a claim found it cannot deliver, in the claim's transaction.
+
+    The attempt counts, as for any row that fails its checks, except where
+    adding 1 is the very thing that would fail.
+    """
+    return (
+        update(Task)
+        .where(Task.id.in_(list(reasons)), Task.status == _WAITING)
+        .values(
+            status=Status.FAILED.value,
+            attempts=case((Task.attempts < INT_MAX, Task.attempts + 1), else_=Task.attempts),
+            finished_at=utc_now_sql(),
+            last_error=per_row({i: r[:ERROR_MAX_CHARS] for i, r in reasons.items()}),
+            owner=None,
+            lease_expires_at=None,
         )
     )
 
@@ -207,7 +233,10 @@ def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
     and the poison guard counts only those.
     """
     now = utc_now_sql()
-    unsent = Task.lease_expires_at < Task.due_at
+    # A claim writes status and lease in one statement, so a claimed row with
+    # no lease was written by hand; it would otherwise never be swept.
+    no_lease = Task.lease_expires_at.is_(None)
+    unsent = and_(~no_lease, Task.lease_expires_at < Task.due_at)
     hopeless = and_(
         ~unsent,
         Task.attempts
@@ -217,7 +246,7 @@ def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
     # before it: every CASE reads the lease and the attempts before they change.
     return (
         update(Task)
-        .where(Task.status == _CLAIMED, Task.lease_expires_at < now)
+        .where(Task.status == _CLAIMED, or_(Task.lease_expires_at < now, no_lease))
         .ordered_values(
             (Task.status, case((hopeless, Status.FAILED.value), else_=_WAITING)),
             (Task.finished_at, case((hopeless, now), else_=None)),
@@ -225,6 +254,7 @@ def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
                 Task.last_error,
                 case(
                     (hopeless, "lease expired too often: the task may be crashing its pods"),
+                    (no_lease, "claimed with no lease (written by hand?); retrying"),
                     (unsent, UNSENT_LEASE_LOST),
                     else_="lease expired: the pod holding it stopped; retrying",
                 ),

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -20,6 +21,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from timer_controller.delivery.policy import BlockedDestinationError, TargetPolicy
+from timer_controller.delivery.redaction import scrub
 from timer_controller.delivery.request import InvalidTask, build_request
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
@@ -82,7 +84,9 @@ class Dispatcher:
     (``handle_async_request``, httpx's transport API): the client's
     per-request layers — URL and header merging, auth, cookies, redirects —
     do nothing the controller needs, and cost about a quarter of its CPU per
-    webhook (docs/http-transport.md).
+    webhook (docs/http-transport.md). With FOLLOW_REDIRECTS it is a
+    RedirectingSender over the same transport, which leaves every
+    redirect's body unread (redirects.py).
     """
 
     def __init__(
@@ -115,7 +119,10 @@ class Dispatcher:
             )
         except InvalidTask as exc:
             # Nothing was sent, so no fired_at.
-            return Outcome(task.id, OutcomeClass.INVALID, error=str(exc))
+            return Outcome(task.id, OutcomeClass.INVALID, error=scrub(str(exc), task.url))
+        except Exception as exc:  # e.g. RecursionError: a row fails alone, whatever it holds
+            reason = scrub(f"cannot build the request: {type(exc).__name__}: {exc}", task.url)
+            return Outcome(task.id, OutcomeClass.INVALID, error=reason[:300])
         fired_at = self._db_clock()
         started = time.perf_counter()
         try:
@@ -141,7 +148,10 @@ class Dispatcher:
             reason = f"{type(exc).__name__}: {str(exc)[:200] or 'connection closed'}"
             return self._outcome(task, started, fired_at, OutcomeClass.CONNECT_ERROR, reason)
         except Exception as exc:  # one bad task must never stop the loop
-            log.exception("task %d: unexpected error while sending", task.id)
+            trace = "".join(traceback.format_exception(exc))
+            log.error(
+                "task %d: unexpected error while sending: %s", task.id, scrub(trace, task.url)
+            )
             reason = f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
             return self._outcome(task, started, fired_at, OutcomeClass.CONNECT_ERROR, reason)
         klass = classify_status(code)
@@ -182,7 +192,11 @@ class Dispatcher:
         error: str,
     ) -> Outcome:
         return Outcome(
-            task.id, klass, error=error, fired_at=fired_at, duration_s=time.perf_counter() - started
+            task.id,
+            klass,
+            error=scrub(error, task.url),
+            fired_at=fired_at,
+            duration_s=time.perf_counter() - started,
         )
 
 

@@ -45,6 +45,7 @@ from urllib.parse import unquote
 import httpx
 
 from timer_controller.domain.task import MAX_URL_CHARS
+from timer_controller.domain.text import quoted
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -195,7 +196,7 @@ def _parse_entry(entry: str) -> str | IPNetwork:
             return ipaddress.ip_network(text, strict=True)
         except ValueError as exc:
             raise ValueError(
-                f"ALLOWED_HOSTS entry '{entry}' is not a valid address range: {exc}"
+                f"ALLOWED_HOSTS entry {quoted(entry)} is not a valid address range: {exc}"
             ) from None
     wildcard = text.startswith("*.")
     name = text[2:] if wildcard else text
@@ -206,7 +207,7 @@ def _parse_entry(entry: str) -> str | IPNetwork:
             ascii_name = httpx.URL(f"http://{name}/").raw_host.decode("ascii").rstrip(".")
     if not _HOST_NAME.fullmatch(ascii_name) or _NUMERIC_LAST_LABEL.fullmatch(ascii_name):
         raise ValueError(
-            f"ALLOWED_HOSTS entry '{entry}' is neither a host name (like api.example.com "
+            f"ALLOWED_HOSTS entry {quoted(entry)} is neither a host name (like api.example.com "
             "or *.example.com, without scheme, port or path) nor an address range"
         )
     return f"*.{ascii_name}" if wildcard else ascii_name

@@ -31,8 +31,9 @@ RESERVED_HEADERS = frozenset(
         "connection",
     }
 )
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name, fullmatch only
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+_CONTROL_CHARS = re.compile(r"[\x01-\x08\x0b-\x1f\x7f]")  # RFC 9110 allows HTAB only
 
 
 class InvalidTask(ValueError):
@@ -59,18 +60,23 @@ def parse_headers(raw: str | None) -> dict[str, str]:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidTask(f"headers is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise InvalidTask("headers is JSON nested too deeply (expected a flat object)") from None
     if not isinstance(parsed, dict):
         raise InvalidTask("headers must be a JSON object of string to string")
     headers: dict[str, str] = {}
     for name, value in parsed.items():
         if not isinstance(value, str):
             raise InvalidTask(f"header {name!r} must have a string value")
-        if not _TOKEN.match(name):
+        # fullmatch: with match, "$" also matches before a final newline.
+        if not _TOKEN.fullmatch(name):
             raise InvalidTask(f"header name {name!r} is not a valid HTTP header name")
         if _BAD_VALUE_CHARS.search(value):
             raise InvalidTask(f"header {name!r} has a line break or NUL in its value")
         if not value.isascii():
             raise InvalidTask(f"header {name!r} must be ASCII (encode other text first)")
+        if _CONTROL_CHARS.search(value):
+            raise InvalidTask(f"header {name!r} has a control character in its value")
         if name.lower() in RESERVED_HEADERS:
             raise InvalidTask(f"header {name!r} is set by the controller and cannot be overridden")
         headers[name] = value

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,9 +14,11 @@ from prometheus_client import (
     generate_latest,
 )
 
+from timer_controller.ops.http_server import Answer, BoundedHttpServer
 from timer_controller.ops.probe import READY_DEADLINE_S, DeadlineCheck
 
 log = logging.getLogger(__name__)
+TEXT = "text/plain"
 
 _LATENESS_BUCKETS_S = (
     0.001,
@@ -101,11 +101,12 @@ class Metrics:
 
 
 class HealthServer:
-    """Serves /metrics, /healthz and /readyz from a daemon thread.
+    """Serves /metrics, /healthz and /readyz from one thread (see http_server.py).
 
     ``alive`` and ``ready`` are called per request. ``ready`` may touch the
     database: it runs on a thread of its own and counts as not ready when it
-    has no answer within ``ready_deadline_s``.
+    has no answer within ``ready_deadline_s``, so a silent database never
+    holds the server's one worker (and /metrics, /healthz behind it).
     """
 
     def __init__(
@@ -119,52 +120,33 @@ class HealthServer:
         ready_deadline_s: float = READY_DEADLINE_S,
     ) -> None:
         self._ready = DeadlineCheck(ready, deadline_s=ready_deadline_s)
-        handler = _make_handler(metrics, alive, self._ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
-        )
+        self._server = BoundedHttpServer(_router(metrics, alive, self._ready), host=host, port=port)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
         log.info("metrics and health on port %d", self.port)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         self._ready.close()
 
 
-def _make_handler(
+def _router(
     metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok = alive()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
-            elif path == "/readyz":
-                ok = ready()
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-            else:
-                self._reply(404, b"not found\n")
+) -> Callable[[str], Answer]:
+    def answer(path: str) -> Answer:
+        if path == "/metrics":
+            return 200, metrics.render(), CONTENT_TYPE_LATEST
+        if path == "/healthz":
+            ok = alive()
+            return (200, b"ok\n", TEXT) if ok else (503, b"loop stalled\n", TEXT)
+        if path == "/readyz":
+            ok = ready()  # a DeadlineCheck: never raises, never blocks past its deadline
+            return (200, b"ready\n", TEXT) if ok else (503, b"not ready\n", TEXT)
+        return 404, b"not found\n", TEXT
 
-        def _reply(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes every few seconds would drown the event log
-
-    return Handler
+    return answer

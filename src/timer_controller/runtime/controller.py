@@ -19,7 +19,7 @@ from datetime import datetime
 
 from timer_controller.domain.retry import RetryPolicy, decide
 from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass
-from timer_controller.errors import DatabaseUnavailable, StorageError
+from timer_controller.errors import BadData, DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.destinations import DestinationSlots, hand_back_over_limit
 from timer_controller.runtime.leases import LeaseKeeper
@@ -31,6 +31,12 @@ from timer_controller.runtime.writer import OutcomeWriter
 log = logging.getLogger(__name__)
 
 NO_ANSWER_BEFORE_SHUTDOWN = "no answer before shutdown"
+# Row bodies held at once, in characters. A held body costs two or three
+# times its size (the text, its encoding, the socket's buffer): 100 slots of
+# 1 MiB bodies took a pod to 290 MB. Past this, no claim is made until some
+# are sent, which keeps a pod at the shipped defaults under 200 MB (the
+# rss-hostile benchmark); a pod of small bodies never gets near it.
+MAX_HELD_BODY_CHARS = 24 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,15 @@ def claim_size(*, free_slots: int, batch_size: int, max_in_flight: int) -> int:
     return min(batch, free_slots) if free_slots >= max(1, batch // 2) else 0
 
 
+def lookahead_room(*, held_ahead: int, max_in_flight: int) -> int:
+    """How many more tasks not yet due a claim may take now.
+
+    At most half the slots ever hold tasks claimed ahead of their time; the
+    rest stay free for tasks already due, which must never wait behind them.
+    """
+    return max(0, max_in_flight // 2 - held_ahead)
+
+
 @dataclass(eq=False, slots=True)
 class _Slot:
     """One claimed attempt held by this process, from claim to recorded outcome.
@@ -119,13 +134,19 @@ class Controller:
             webhook_timeout_s=config.webhook_timeout_s,
         )
         #: A claim the loop stopped waiting for at shutdown; it ends on its own thread.
-        self._abandoned: asyncio.Future[ClaimBatch] | None = None
+        self._abandoned: asyncio.Future[int] | None = None
+        #: Set at shutdown: claims that still arrive are handed back, not started.
+        self._stopping = False
+        self._late: set[int] = set()
         #: True once shutdown gave up on a database that did not answer in time.
         self.gave_up = False
         self._lost_reported = False
         self._slot_freed = asyncio.Event()
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
+
+    def _held_body_chars(self) -> int:
+        return sum(len(s.task.body) for s in self._slots if s.task.body is not None)
 
     @property
     def held(self) -> int:
@@ -160,24 +181,24 @@ class Controller:
                 batch_size=config.batch_size,
                 max_in_flight=config.max_in_flight,
             )
+            if self._held_body_chars() >= MAX_HELD_BODY_CHARS:
+                limit = 0  # memory, not slots, is what runs out: wait for bodies to go
             if limit == 0:
                 self._slot_freed.clear()
                 await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
-            claim = asyncio.ensure_future(
-                self._claims.claim(
-                    owner=config.owner,
-                    limit=limit,
-                    lease_s=config.lease_s,
-                    lookahead_s=config.claim_horizon_s,
-                    skip_prefixes=self._destinations.skip_prefixes(),
-                )
-            )
+            claim = asyncio.ensure_future(self._claim(limit))
             if not await self._done_before_stop(claim, stop):
                 self._abandoned = claim
+                self._stopping = True
                 return
             try:
-                batch = claim.result()
+                claimed = claim.result()
+            except BadData as exc:
+                # A row's value, not the connection: waiting a while is all there is to do.
+                log.error("claim refused by the database: %s", exc.reason)
+                await wait_any(stop, timeout_s=config.poll_interval_s)
+                continue
             except StorageError as exc:
                 failures += 1
                 self._metrics.db_reconnects.inc()
@@ -189,18 +210,13 @@ class Controller:
                 await wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
             failures = 0
-            kept, deferred = self._destinations.admit(batch.tasks)
-            self._start(batch, kept)
-            await self._defer(deferred)
-            if len(batch.tasks) < limit:
+            if claimed < limit:
                 # Nothing more is due within the look-ahead window.
                 await wait_any(stop, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
-    async def _done_before_stop(
-        self, work: asyncio.Future[ClaimBatch], stop: asyncio.Event
-    ) -> bool:
+    async def _done_before_stop(self, work: asyncio.Future[int], stop: asyncio.Event) -> bool:
         """Wait for ``work``; False if a stop came first.
 
         The loop is alive while a database call is slow (each ends within
@@ -210,6 +226,41 @@ class Controller:
             self.last_tick = time.monotonic()
             await wait_any(stop, timeout_s=self._config.poll_interval_s, also=work)
         return work.done()
+
+    async def _claim(self, limit: int) -> int:
+        """Claim up to ``limit`` tasks and start them; how many were claimed.
+
+        Tasks due now come first; tasks due within the look-ahead only while
+        ``lookahead_room`` allows, so they never take the slots due ones need.
+        """
+        config = self._config
+        held_ahead = sum(1 for s in self._slots if s.sent_at is None)
+        room = lookahead_room(held_ahead=held_ahead, max_in_flight=config.max_in_flight)
+        horizon_s = config.claim_horizon_s
+        claimed, ahead = 0, limit
+        if horizon_s <= 0 or room < limit:
+            claimed = await self._claim_within(limit, 0.0)
+            ahead = min(limit - claimed, room) if horizon_s > 0 else 0
+        if ahead > 0 and not self._stopping:
+            claimed += await self._claim_within(ahead, horizon_s)
+        return claimed
+
+    async def _claim_within(self, limit: int, lookahead_s: float) -> int:
+        """One claim; its tasks start, or wait for room (``_defer``), or go back at a stop."""
+        batch = await self._claims.claim(
+            owner=self._config.owner,
+            limit=limit,
+            lease_s=self._config.lease_s,
+            lookahead_s=lookahead_s,
+            skip_prefixes=self._destinations.skip_prefixes(),
+        )
+        if self._stopping:  # the loop stopped waiting for this claim: hand it all back
+            self._late.update(t.id for t in batch.tasks)
+            return len(batch.tasks)
+        kept, deferred = self._destinations.admit(batch.tasks)
+        self._start(batch, kept)
+        await self._defer(deferred)
+        return len(batch.tasks)
 
     def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
         if not tasks:
@@ -352,8 +403,8 @@ class Controller:
         """Release unsent claims, with those of a claim abandoned at the stop."""
         if self._abandoned is not None:
             with contextlib.suppress(StorageError):  # a failed claim claimed nothing
-                ids |= {t.id for t in (await self._abandoned).tasks}
-        await self._release(ids)
+                await self._abandoned  # what it claimed is in self._late
+        await self._release(ids | self._late)
 
     @staticmethod
     async def _cancel(slots: list[_Slot]) -> None:
