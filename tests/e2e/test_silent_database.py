@@ -103,7 +103,8 @@ def test_a_freeze_past_the_retry_budget_exits_1_with_one_line_and_loses_nothing(
     out = pod.output.text()
     assert code == 1, out
     assert len(re.findall(r"database lost: ", out)) == 1, out
-    assert "database lost: claims failed 3 times in a row" in out, out
+    # Whichever gave up first, the claims or the outcome writes.
+    assert re.search(r"database lost: (claims failed|could not record \d+ outcomes after) 3 ", out)
     assert "Traceback" not in out
     print(f"exited {elapsed_s:.1f}s after the first failed claim")
     proxy.thaw()
