@@ -84,3 +84,18 @@ def test_every_spelling_of_a_saturated_destination_is_skipped_up_to_a_bound() ->
     skipped = slots.skip_prefixes()
     assert len(skipped) == MAX_PREFIXES_PER_DESTINATION
     assert {"http://dead:80", "HTTP://DEAD"} <= set(skipped)
+
+
+def test_is_full_says_whether_a_held_tasks_destination_is_at_its_limit() -> None:
+    slots = DestinationSlots(limit=2)
+    first, second, other = task(1, "http://a:1/"), task(2, "http://a:1/"), task(3, "http://b:1/")
+    slots.admit([first, other])
+    assert not slots.is_full(first)
+
+    slots.admit([second])
+    assert slots.is_full(first)
+    assert slots.is_full(second)
+    assert not slots.is_full(other)
+    slots.finished(second)
+    assert not slots.is_full(first)
+    assert not slots.is_full(second)  # no longer held

@@ -142,6 +142,9 @@ class Controller:
         self.gave_up = False
         self._lost_reported = False
         self._slot_freed = asyncio.Event()
+        # Set when a destination at its limit gets room: its rows, skipped by
+        # the last claim, are due now and must not wait a poll interval.
+        self._room_freed = asyncio.Event()
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
 
@@ -187,6 +190,7 @@ class Controller:
                 self._slot_freed.clear()
                 await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
+            self._room_freed.clear()
             claim = asyncio.ensure_future(self._claim(limit))
             if not await self._done_before_stop(claim, stop):
                 self._abandoned = claim
@@ -212,7 +216,7 @@ class Controller:
             failures = 0
             if claimed < limit:
                 # Nothing more is due within the look-ahead window.
-                await wait_any(stop, timeout_s=config.poll_interval_s)
+                await wait_any(stop, self._room_freed, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
 
@@ -305,6 +309,8 @@ class Controller:
             self._record(slot.task, outcome)
         finally:
             self._slots.discard(slot)
+            if self._destinations.is_full(slot.task):
+                self._room_freed.set()
             self._destinations.finished(slot.task)
             self._leases.forget(slot.task)
             self._count_destinations()

@@ -60,6 +60,11 @@ class DestinationSlots:
             kept.append(task)
         return kept, deferred
 
+    def is_full(self, task: ClaimedTask) -> bool:
+        """True while a held task's destination is at its limit."""
+        where = self._of_task.get((task.id, task.attempt))
+        return where is not None and self._held[where].count >= self.limit
+
     def finished(self, task: ClaimedTask) -> None:
         """A held task is done with (recorded, handed back or cancelled)."""
         where = self._of_task.pop((task.id, task.attempt), None)
