@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import db, report
+from bench.api_creates import ApiResult
 from bench.claim_latency import BigTableResult
 from bench.metrics import TrialResult
 from bench.scenarios import RSS_MAX_IN_FLIGHT
@@ -137,9 +138,10 @@ def render(
     results: list[TrialResult],
     big: BigTableResult | None,
     argv: list[str],
+    api: ApiResult | None = None,
 ) -> str:
     lines = _intro(opts, machine, argv)
-    lines += ["", "## Targets", "", *report.targets(results, big)]
+    lines += ["", "## Targets", "", *report.targets(results, big, api)]
     lines += _scenario_sections(opts, results)
     if big is not None:
         lines += [
@@ -153,6 +155,21 @@ def render(
             "own connection, claims alternate between the two, and no pods run meanwhile.",
             "",
             *report.big_table_lines(big),
+        ]
+    if api is not None:
+        lines += [
+            "",
+            "## API: creates over HTTP",
+            "",
+            f"One `timer-controller api` process. **api single**: {opts.api_creates:,} "
+            f"`POST /v1/timers` from {opts.api_clients} concurrent aiohttp clients in the "
+            "harness (after a warm-up); **raw single**: the same number of one-row `INSERT`s, "
+            "autocommit, on one MySQLdb connection; **api batch**: "
+            f"{opts.api_batches} `POST /v1/timers/batch` of {opts.api_batch_size:,}, one at a "
+            f"time; **raw multi-row**: {opts.api_batches} {opts.api_batch_size:,}-row `INSERT`s "
+            "with a COMMIT each. Same database, same run, no controller; latency is per request.",
+            "",
+            *report.api_table(api),
         ]
     return "\n".join([*lines, "", *HOW_TO_RUN])
 
@@ -168,6 +185,7 @@ HOW_TO_RUN = [
     "python -m bench -n 2000 --scenarios burst,steady --seed-seconds 5 --steady-seconds 3 \\",
     "    --output /tmp/quick.md            # a quick look",
     "python -m bench --modes raw,controller --controller-env BATCH_SIZE=100  # try a setting",
+    "python -m bench --scenarios api --api-creates 2000 --api-batches 5 --output /tmp/api.md",
     "```",
     "",
     "It creates a scratch database `bench_<random>`, runs `python -m timer_controller migrate`, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bench.api_creates import ApiResult
 from bench.claim_latency import BigTableResult
 from bench.hostile import RSS_PROMISE_MB
 from bench.metrics import TrialResult
@@ -108,7 +109,9 @@ def _verdict(ok: bool | None) -> str:
     return "not measured" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def targets(results: Sequence[TrialResult], big: BigTableResult | None) -> list[str]:
+def targets(
+    results: Sequence[TrialResult], big: BigTableResult | None, api: ApiResult | None = None
+) -> list[str]:
     rows: list[tuple[str, str, bool | None]] = []
     ctl = _find(results, "burst", "controller", 1) or _find(results, "pods", "controller", 1)
     seed, raw = _find(results, "burst", "seed"), _find(results, "burst", "raw")
@@ -162,6 +165,7 @@ def targets(results: Sequence[TrialResult], big: BigTableResult | None) -> list[
         )
     )
     rows.append(_hostile_target(_find(results, "rss-hostile", "defaults")))
+    rows += _api_targets(api)
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {_verdict(ok)} |" for name, value, ok in rows]
     return lines
@@ -173,6 +177,47 @@ def _hostile_target(trial: TrialResult | None) -> tuple[str, str, bool | None]:
         return name, "–", None
     ok = trial.peak_rss_mb <= RSS_PROMISE_MB and not trial.note
     return name, f"{_num(trial.peak_rss_mb)} MiB{'; ' + trial.note if trial.note else ''}", ok
+
+
+API_SINGLE_TARGET = "api single creates ≥ 1,000/s at 50 clients, p99 ≤ 50 ms"
+API_BATCH_TARGET = "api batch creates ≥ 20,000 timers/s and ≥ 0.5× raw multi-row INSERT"
+
+
+def _api_targets(api: ApiResult | None) -> list[tuple[str, str, bool | None]]:
+    single = api.find("api single") if api else None
+    batch = api.find("api batch") if api else None
+    raw = api.find("raw multi-row") if api else None
+    rows: list[tuple[str, str, bool | None]] = []
+    if single is None:
+        rows.append((API_SINGLE_TARGET, "–", None))
+    else:
+        rate, p99 = single.timers_per_s, single.stat(99)
+        ok = rate >= 1000 and p99 <= 50 and single.errors == 0
+        rows.append((API_SINGLE_TARGET, f"{_num(rate, 0)}/s, p99 {_num(p99)} ms", ok))
+    if batch is None or raw is None:
+        rows.append((API_BATCH_TARGET, "–", None))
+    else:
+        ratio = batch.timers_per_s / raw.timers_per_s
+        ok = batch.timers_per_s >= 20_000 and ratio >= 0.5 and batch.errors == 0
+        rows.append((API_BATCH_TARGET, f"{_num(batch.timers_per_s, 0)}/s, {ratio:.2f}× raw", ok))
+    return rows
+
+
+def api_table(api: ApiResult) -> list[str]:
+    lines = [
+        "| mode | clients | timers | requests | timers/s | p50 ms | p99 ms | api CPU ms / request "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in api.timings:
+        cpu = None if t.api_cpu_s is None else t.api_cpu_s * 1000 / t.requests
+        lines.append(
+            f"| {t.mode} | {t.clients} | {t.timers:,} | {t.requests:,} | {_num(t.timers_per_s, 0)} "
+            f"| {_num(t.stat(50), 2)} | {_num(t.stat(99), 2)} | {_num(cpu, 2)} | {t.errors} |"
+        )
+    if api.note:
+        lines += ["", f"Note: {api.note}."]
+    return lines
 
 
 def _big_target(big: BigTableResult | None) -> tuple[str, str, bool | None]:

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import claim_latency, db
+from bench import api_creates, claim_latency, db
+from bench.api_creates import ApiResult
 from bench.claim_latency import BigTableResult
 from bench.document import load_average, machine_info, render
 from bench.metrics import TrialResult
@@ -28,7 +29,7 @@ from bench.trial import Context
 log = logging.getLogger("bench")
 
 MODES = ("seed", "raw", "controller", "defaults")
-SCENARIOS = ("burst", "steady", "pods", "big-table", "rss", "rss-hostile")
+SCENARIOS = ("burst", "steady", "pods", "big-table", "rss", "rss-hostile", "api")
 
 
 def _csv(choices: tuple[str, ...]) -> Any:
@@ -93,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rss-oversized", type=int, default=20, help="rss-hostile: rows with 15 MiB bodies"
     )
+    p.add_argument("--api-creates", type=_positive, default=20_000, help="api: single creates")
+    p.add_argument("--api-clients", type=_positive, default=50, help="api: concurrent clients")
+    p.add_argument("--api-batches", type=_positive, default=20, help="api: batches to create")
+    p.add_argument("--api-batch-size", type=_positive, default=1000, help="api: timers per batch")
     p.add_argument("--poll-interval", default="0.5")
     p.add_argument(
         "--controller-env",
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = load_average()
     results: list[TrialResult] = []
     big: BigTableResult | None = None
+    api: ApiResult | None = None
     with db.scratch_database(server) as database:
         db.migrate(server, database)
         conn = server.connect(database)
@@ -157,11 +163,23 @@ def main(argv: list[str] | None = None) -> int:
                     claims=opts.claims,
                     batch=opts.claim_batch,
                 )
+            if "api" in opts.scenarios:
+                db.truncate(conn)
+                api = api_creates.run(
+                    server,
+                    database,
+                    conn,
+                    log_dir,
+                    creates=opts.api_creates,
+                    clients=opts.api_clients,
+                    batches=opts.api_batches,
+                    batch_size=opts.api_batch_size,
+                )
             machine = machine_info(conn, load_at_start)
         finally:
             receiver.stop()
             conn.close()
-    text = render(opts, machine, results, big, argv)
+    text = render(opts, machine, results, big, argv, api)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     opts.output.write_text(text)
     if opts.json:
@@ -171,13 +189,17 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": machine,
                     "results": [r.as_dict() for r in results],
                     "big_table": None if big is None else _big_dict(big),
+                    "api": None
+                    if api is None
+                    else {"note": api.note, "timings": [t.as_dict() for t in api.timings]},
                 },
                 indent=1,
             )
         )
     print(text)
     log.info("wrote %s; pod logs in %s", opts.output, log_dir)
-    return 1 if any(r.note.startswith("ERROR") for r in results) else 0
+    failed = any(r.note.startswith("ERROR") for r in results)
+    return 1 if failed or (api is not None and api.note) else 0
 
 
 def _big_dict(big: BigTableResult) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.databases import TestDatabase, database_server, fresh_database
-from tests.support.processes import Controller, Receiver
+from tests.support.processes import Api, Controller, Receiver
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +40,21 @@ def controllers() -> Iterator[Callable[..., Controller]]:
 
     def start(env: dict[str, str], *args: str) -> Controller:
         proc = Controller(env, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def apis() -> Iterator[Callable[..., Api]]:
+    """A factory of ``timer-controller api`` processes; every one is stopped after the test."""
+    started: list[Api] = []
+
+    def start(env: dict[str, str], *args: str) -> Api:
+        proc = Api(env, *args)
         started.append(proc)
         return proc
 

@@ -72,6 +72,7 @@ def prepare_database(
     *,
     stop: threading.Event | None = None,
     migrating: threading.Event | None = None,
+    **engine_options: Any,
 ) -> Engine:
     """Start-up: reach the server (with retries), create the database, migrate."""
     return prepare(
@@ -82,6 +83,7 @@ def prepare_database(
         db_timeout_s=settings.db_timeout_s,
         stop=stop,
         migrating=migrating,
+        **engine_options,
     )
 
 
@@ -245,3 +247,62 @@ def _start_health(
         ) from None
     health.start()
     return health
+
+
+# -- the api (timer-controller api) --------------------------------------------
+
+#: Blocking route functions run on this many threads, each with a pooled
+#: connection of its own (a pool smaller than this opened and closed overflow
+#: connections all the time). Enough to fill a commit group; more only
+#: contend for the interpreter.
+API_THREADS = 16
+#: The wait for a free connection; a statement's read or write is bounded by
+#: DB_TIMEOUT. A database that hangs becomes a 503 within these, not a
+#: request that never ends.
+API_POOL_TIMEOUT_S = 5
+
+
+def run_api(settings: Settings) -> int:
+    """Listen, start up as the controller does (connect, create, migrate), serve."""
+    from timer_controller.api.app import create_app
+    from timer_controller.api.server import bound_port, listen, serve
+    from timer_controller.api.ui.mount import ui_router
+    from timer_controller.api.validation import TimerRules
+    from timer_controller.db.timers import TimerStore
+
+    sock = listen(settings.api_host, settings.api_port)
+    try:
+        engine = prepare_database(
+            settings,
+            pool_size=API_THREADS,
+            pool_timeout_s=API_POOL_TIMEOUT_S,
+        )
+        try:
+            store = TimerStore(engine)
+            rules = TimerRules(
+                policy=TargetPolicy(
+                    block_private_networks=settings.block_private_networks,
+                    allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
+                ),
+                max_body_bytes=settings.max_request_body_bytes,
+                max_horizon_s=settings.api_max_horizon_s,
+                default_max_attempts=settings.max_attempts,
+            )
+
+            def ready() -> bool:
+                store.ping()
+                return current_revision_is_head(engine)
+
+            app = create_app(store=store, tokens=settings.bearer_tokens, rules=rules, ready=ready)
+            app.include_router(ui_router(app, engine=engine, tokens=settings.bearer_tokens))
+            log.info(
+                "api listening on http://%s:%d",
+                settings.api_host,
+                bound_port(sock),
+                extra={"event": "api_started", "port": bound_port(sock)},
+            )
+            return serve(app, sock, threads=API_THREADS)
+        finally:
+            engine.dispose()
+    finally:
+        sock.close()

@@ -17,7 +17,7 @@ from timer_controller.delivery.policy import TargetPolicy, check_url
 from timer_controller.domain.durations import parse_duration_s
 from timer_controller.domain.text import quoted
 from timer_controller.errors import ConfigError
-from timer_controller.settings import load_settings
+from timer_controller.settings import load_settings, require_api_tokens
 
 EXIT_USAGE = 2
 MAX_ATTEMPTS = 1000  # as the MAX_ATTEMPTS setting
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the controller until SIGTERM/SIGINT (the default)")
     sub.add_parser("migrate", help="create the database if needed, upgrade to head, exit")
+    sub.add_parser(
+        "api",
+        help="serve the timer HTTP API on API_HOST:API_PORT until SIGTERM/SIGINT "
+        "(needs API_TOKENS)",
+    )
     schedule = sub.add_parser("schedule", help="insert a timer and print its id")
     schedule.add_argument("url", type=_target, help="the http(s) URL to call")
     when = schedule.add_mutually_exclusive_group(required=True)
@@ -140,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args.command == "api":
+            require_api_tokens(settings)
     except ConfigError as exc:
         print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

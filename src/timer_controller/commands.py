@@ -1,8 +1,8 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
 Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done, 2 a start-up problem that is not the database (a port in
-use). Errors end in one line, never a traceback.
+could not be done, 2 a start-up problem that is not the database (the api or
+metrics port in use). Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from timer_controller.api.server import ListenError
 from timer_controller.bootstrap import database_url, start_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
@@ -34,6 +35,10 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
             from timer_controller.bootstrap import run_controller
 
             return run_controller(settings)
+        if command == "api":
+            from timer_controller.bootstrap import run_api
+
+            return run_api(settings)
         if command == "migrate":
             return _migrate(settings)
         return _operate(settings, args)
@@ -43,6 +48,9 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseUnavailable as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ListenError as exc:
+        print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SchemaMissing:
         print(
             f"timer-controller: database {settings.db_name} has no tasks table; "

@@ -28,6 +28,10 @@ class StorageError(Exception):
         self.code = code
 
 
+class StorageUnavailable(StorageError):
+    """The database cannot be reached, or has no connection free, now: worth trying again."""
+
+
 class BadData(StorageError):
     """The server refused a value (out of range, an incorrect datetime…).
 

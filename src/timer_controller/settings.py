@@ -10,6 +10,7 @@ file named by ``<NAME>_FILE``, as container orchestrators pass secrets.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,7 +58,12 @@ from timer_controller.setting_limits import (
 
 FILE_SUFFIX = "_FILE"
 # Fields whose values are never echoed back in an error message.
-SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "amqp_url"})
+SECRET_FIELDS = frozenset({"db_password", "webhook_secret", "amqp_url", "api_tokens"})
+# RFC 6750 b64token; a short token is guessable, so the api refuses one.
+_API_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+API_TOKEN_MIN_CHARS = 16
+# 100 years: far beyond any sane timer, well inside DATETIME's range.
+MAX_API_HORIZON_S = 100 * 365 * 86400.0
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
 
@@ -173,6 +179,17 @@ class _SharedSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    # The HTTP API (``timer-controller api``).
+    api_host: str = Field(default="0.0.0.0", min_length=1)
+    #: 0 picks a free port (the api logs the one it got).
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    #: Space-separated bearer tokens; required by ``timer-controller api`` only.
+    api_tokens: SecretStr | None = None
+    #: A timer may be due at most this far ahead.
+    api_max_horizon_s: DurationS = Field(
+        default=365 * 86400.0, gt=0, le=MAX_API_HORIZON_S, alias="api_max_horizon"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -188,9 +205,10 @@ class _SharedSettings(BaseSettings):
     def _blank_port_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("amqp_url", mode="before")
+    @field_validator("amqp_url", "api_tokens", mode="before")
     @classmethod
-    def _blank_url_is_unset(cls, value: Any) -> Any:
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Blank API_TOKENS is "none": the api then refuses to start, naming it.
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("webhook_secret", mode="before")
@@ -199,6 +217,22 @@ class _SharedSettings(BaseSettings):
         # Taking a blank value for "unset" would silently turn signing off.
         if isinstance(value, str) and not value.strip():
             raise ValueError("is set but empty; set it to one or more whsec_ secrets, or unset it")
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for index, token in enumerate(value.get_secret_value().split(), start=1):
+                if not _API_TOKEN.fullmatch(token):
+                    raise ValueError(
+                        f"token {index} has a character a bearer token may not have "
+                        "(use letters, digits and -._~+/)"
+                    )
+                if len(token) < API_TOKEN_MIN_CHARS:
+                    raise ValueError(
+                        f"token {index} is shorter than {API_TOKEN_MIN_CHARS} characters"
+                    )
         return value
 
     @field_validator("webhook_secret")
@@ -230,6 +264,12 @@ class _SharedSettings(BaseSettings):
     def amqp_url_redacted(self) -> str:
         """AMQP_URL without its password, for logs and messages."""
         return "" if self.amqp_url is None else redact_url(self.amqp_url.get_secret_value())
+
+    @property
+    def bearer_tokens(self) -> tuple[str, ...]:
+        if self.api_tokens is None:
+            return ()
+        return tuple(self.api_tokens.get_secret_value().split())
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
@@ -383,6 +423,15 @@ def load_worker_settings(**overrides: Any) -> WorkerSettings:
         return WorkerSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+def require_api_tokens(settings: Settings) -> None:
+    """The api serves nobody without a token: raise ConfigError when none is set."""
+    if not settings.bearer_tokens:
+        raise ConfigError(
+            "API_TOKENS is required but not set (set API_TOKENS or API_TOKENS_FILE "
+            "to one or more space-separated bearer tokens)"
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

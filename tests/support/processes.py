@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,3 +131,31 @@ class Controller:
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.output.lines if line.startswith("{")]
+
+
+_LISTENING = re.compile(r"api listening on http://[^:]+:(\d+)")
+
+
+class Api(Controller):
+    """``python -m timer_controller api`` on a free port (API_PORT=0 unless given).
+
+    ``wait_started`` reads the port it got from its start-up line.
+    """
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__({"API_HOST": "127.0.0.1", "API_PORT": "0", **env}, "api", *args)
+        self.base_url = ""
+
+    def wait_started(self, timeout_s: float = 30) -> None:
+        found = wait_until(
+            lambda: _LISTENING.search(self.output.text()) or self.proc.poll() is not None,
+            timeout_s=timeout_s,
+            what="the api to listen",
+        )
+        assert isinstance(found, re.Match), f"api exited early:\n{self.output.text()}"
+        self.base_url = f"http://127.0.0.1:{found.group(1)}"
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client for this api, sending ``token`` as the bearer token if given."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)

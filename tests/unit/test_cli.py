@@ -13,7 +13,7 @@ from timer_controller.cli import build_parser
 from timer_controller.commands import describe
 from timer_controller.db.repository import TaskView
 
-SUBCOMMANDS = ["run", "migrate", "schedule", "status", "cancel", "stats", "purge"]
+SUBCOMMANDS = ["run", "migrate", "api", "schedule", "status", "cancel", "stats", "purge"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], *[[sub, "--help"] for sub in SUBCOMMANDS]])

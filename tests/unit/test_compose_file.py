@@ -31,7 +31,7 @@ def argv(service: dict[str, Any], key: str) -> list[str]:
 
 
 def test_the_demo_services_exist(services: dict[str, Any]) -> None:
-    assert {"mysql", "migrate", "controller", "receiver"} <= services.keys()
+    assert {"mysql", "migrate", "controller", "api", "receiver"} <= services.keys()
 
 
 def test_controller_runs_two_replicas(services: dict[str, Any]) -> None:
@@ -120,3 +120,29 @@ def test_dockerfile_passes_hadolint() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_api_service_serves_the_api_after_migrate(services: dict[str, Any]) -> None:
+    api = services["api"]
+
+    assert argv(api, "command") == ["api"]
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert api["depends_on"]["mysql"]["condition"] == "service_healthy"
+    assert any(str(port).endswith(":8080") for port in api["ports"])
+
+
+def test_the_api_has_tokens_and_the_controllers_database(services: dict[str, Any]) -> None:
+    api, controller = services["api"]["environment"], services["controller"]["environment"]
+
+    tokens = api["API_TOKENS"].split()
+    assert tokens
+    assert all(len(token) >= 16 for token in tokens)
+    assert api["API_PORT"] == "8080"
+    for name in ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME"):
+        assert api[name] == controller[name], name
+
+
+def test_the_api_health_check_asks_the_api_port(services: dict[str, Any]) -> None:
+    check = " ".join(services["api"]["healthcheck"]["test"])
+
+    assert f":{services['api']['environment']['API_PORT']}/healthz" in check

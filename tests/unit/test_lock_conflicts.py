@@ -12,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from timer_controller.db import errors
 from timer_controller.db.errors import storage_operation
-from timer_controller.errors import SchemaMissing, StorageError
+from timer_controller.errors import SchemaMissing, StorageError, StorageUnavailable
 
 
 def _error(code: int) -> OperationalError:
@@ -67,7 +67,7 @@ def test_a_pool_timeout_is_a_storage_error_too() -> None:
     def work() -> None:
         raise PoolTimeout("QueuePool limit of size 5 overflow 5 reached")
 
-    with pytest.raises(StorageError, match="QueuePool limit"):
+    with pytest.raises(StorageUnavailable, match="no database connection free in time"):
         work()
 
 

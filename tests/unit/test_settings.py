@@ -17,6 +17,7 @@ from timer_controller.settings import (
     load_settings,
     load_worker_settings,
     redact_url,
+    require_api_tokens,
 )
 
 PASSWORD = "pw-Zq8!unmistakable-secret"
@@ -473,3 +474,93 @@ def test_queue_lease_must_outlast_lease_and_lookahead(monkeypatch: pytest.Monkey
 )
 def test_redacted_url_hides_only_the_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+# -- the api's settings --------------------------------------------------------
+
+TOKEN_1 = "tok-Ab3.unmistakable~1"
+TOKEN_2 = "tok-Zz9+unmistakable/2=="
+
+
+@pytest.mark.usefixtures("required")
+def test_api_defaults() -> None:
+    settings = load_settings()
+
+    assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8080)
+    assert settings.api_tokens is None
+    assert settings.bearer_tokens == ()
+    assert settings.api_max_horizon_s == 365 * 86400.0
+
+
+@pytest.mark.usefixtures("required")
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_api_tokens_are_space_separated_from_env_or_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
+) -> None:
+    if source == "env":
+        monkeypatch.setenv("API_TOKENS", f" {TOKEN_1}  {TOKEN_2} ")
+    else:
+        (tmp_path / "tokens").write_text(f"{TOKEN_1} {TOKEN_2}\n", encoding="utf-8")
+        monkeypatch.setenv("API_TOKENS_FILE", str(tmp_path / "tokens"))
+
+    settings = load_settings()
+
+    assert settings.bearer_tokens == (TOKEN_1, TOKEN_2)
+    assert TOKEN_1 not in repr(settings)
+
+
+@pytest.mark.usefixtures("required")
+def test_require_api_tokens_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKENS", "  ")
+    settings = load_settings()
+
+    with pytest.raises(ConfigError) as caught:
+        require_api_tokens(settings)
+
+    assert str(caught.value).startswith("API_TOKENS is required but not set")
+    assert "API_TOKENS_FILE" in str(caught.value)
+
+
+@pytest.mark.usefixtures("required")
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"API_PORT": "70000"}, "API_PORT=70000 is invalid: "),
+        ({"API_PORT": "-1"}, "API_PORT=-1 is invalid: "),
+        ({"API_PORT": "http"}, "API_PORT=http is invalid: "),
+        ({"API_HOST": ""}, "API_HOST= is invalid: "),
+        ({"API_MAX_HORIZON": "0"}, "API_MAX_HORIZON="),
+        ({"API_MAX_HORIZON": "5300w"}, "API_MAX_HORIZON="),
+        ({"API_MAX_HORIZON": "36600d"}, "API_MAX_HORIZON="),
+        ({"API_TOKENS": "short"}, "API_TOKENS is invalid: token 1 is shorter than 16"),
+        (
+            {"API_TOKENS": f"{TOKEN_1} {TOKEN_2[:-2]}\x7f"},
+            "API_TOKENS is invalid: token 2 has a character a bearer token may not have",
+        ),
+        (
+            {"API_TOKENS": f'{TOKEN_1}"x'},
+            "API_TOKENS is invalid: token 1 has a character a bearer token may not have",
+        ),
+    ],
+)
+def test_invalid_api_value_names_the_variable_and_never_a_token(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    text = str(caught.value)
+    assert text.startswith(message)
+    assert "unmistakable" not in text
+    assert "short" not in text.removeprefix(message)
+    assert "\n" not in text
+
+
+@pytest.mark.usefixtures("required")
+def test_api_max_horizon_takes_a_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_MAX_HORIZON", "30d")
+
+    assert load_settings().api_max_horizon_s == 30 * 86400.0

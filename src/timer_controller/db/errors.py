@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from timer_controller.errors import BadData, SchemaMissing, StorageError
+from timer_controller.errors import BadData, SchemaMissing, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ def as_storage_error(exc: SQLAlchemyError) -> StorageError:
         return SchemaMissing("the tasks table does not exist", code=code)
     if code in DATA_ERRORS:
         return BadData(describe_error(exc), code=code)
+    if isinstance(exc, PoolTimeout):
+        return StorageUnavailable("no database connection free in time")
+    if isinstance(exc, OperationalError):
+        return StorageUnavailable(describe_error(exc), code=code)
     return StorageError(describe_error(exc), code=code)
 
 

@@ -30,11 +30,23 @@ OWNER_MAX_CHARS = 255
 INT_MAX = 2**31 - 1
 #: The most bytes a MEDIUMTEXT (``body``) holds.
 MEDIUMTEXT_MAX_BYTES = 2**24 - 1
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+IDEMPOTENCY_HASH_CHARS = 64  # SHA-256, hex
+HEADERS_MAX_BYTES = 65_535  # TEXT
 
 # DATETIME(6): microsecond precision, stored as naive UTC.
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 # UTC_TIMESTAMP, not CURRENT_TIMESTAMP: the writer's session time zone must not matter.
 UTC_NOW_DEFAULT = text("(utc_timestamp(6))")
+
+
+def ascii_bin(length: int) -> String:
+    """ASCII compared byte for byte: ``K-1`` and ``k-1`` are two keys, and the
+    index holds one byte per character instead of utf8mb4's four."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql"
+    )
+
 
 STATUS_VALUES = ", ".join(f"'{s.value}'" for s in Status)
 
@@ -52,6 +64,10 @@ class Task(Base):
         Index("ix_tasks_status_due_at", "status", "due_at"),
         # Retention finds old finished rows without a scan.
         Index("ix_tasks_status_finished_at", "status", "finished_at"),
+        # Many NULLs, one row per key (see README "Idempotency keys").
+        Index("uq_tasks_idempotency_key", "idempotency_key", unique=True),
+        # The dashboard's last hour of firing and lateness, read index-only (0003).
+        Index("ix_tasks_fired_at", "fired_at", "status", "attempts", "due_at"),
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="ck_tasks_status"),
         {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"},
     )
@@ -82,3 +98,11 @@ class Task(Base):
     )
     fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Written by the api (and any SQL writer that wants one create per key);
+    # the hash of the creating request's body tells a replay from a reuse.
+    idempotency_key: Mapped[str | None] = mapped_column(
+        ascii_bin(IDEMPOTENCY_KEY_MAX_CHARS), nullable=True
+    )
+    idempotency_hash: Mapped[str | None] = mapped_column(
+        ascii_bin(IDEMPOTENCY_HASH_CHARS), nullable=True
+    )

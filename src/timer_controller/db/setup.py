@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -74,6 +75,7 @@ def make_engine(
     pool_size: int = 5,
     pre_ping: bool = True,
     db_timeout_s: int = DEFAULT_DB_TIMEOUT_S,
+    pool_timeout_s: float | None = None,
 ) -> Engine:
     """An engine whose sessions run at READ COMMITTED in UTC, every wait bounded.
 
@@ -82,6 +84,7 @@ def make_engine(
     A silent server (dropped packets, a partition that resets nothing) ends
     each connect, read, write and pool checkout within ``db_timeout_s``;
     without these the driver waits as long as TCP does, about 15 minutes.
+    ``pool_timeout_s`` may make the wait for a free connection shorter (the api).
     """
     return create_engine(
         url,
@@ -90,7 +93,7 @@ def make_engine(
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=3600,
-        pool_timeout=db_timeout_s,
+        pool_timeout=db_timeout_s if pool_timeout_s is None else pool_timeout_s,
         connect_args={
             **driver_timeouts(db_timeout_s),
             "init_command": "SET time_zone = '+00:00'",
@@ -242,11 +245,13 @@ def prepare(
     db_timeout_s: int = DEFAULT_DB_TIMEOUT_S,
     stop: threading.Event | None = None,
     migrating: threading.Event | None = None,
+    **engine_options: Any,
 ) -> Engine:
     """Start-up: reach the server, create the database, migrate; return its engine.
 
     A set ``stop`` ends any wait on the way with StartupStopped; ``migrating``
-    is set while a migration runs (see ``upgrade_to_head``).
+    is set while a migration runs (see ``upgrade_to_head``). ``engine_options``
+    go to ``make_engine`` (the api sizes its pool and its checkout wait).
     """
     where = f"{server.host}:{server.port}"
     server_engine = make_engine(server.set(database=None), pool_size=1, db_timeout_s=db_timeout_s)
@@ -257,7 +262,9 @@ def prepare(
         server_engine.dispose()
     # No pre-ping: it costs a round trip per claim and per outcome write, and
     # the loop already retries any statement that meets a dead connection.
-    engine = make_engine(server.set(database=database), pre_ping=False, db_timeout_s=db_timeout_s)
+    engine = make_engine(
+        server.set(database=database), pre_ping=False, db_timeout_s=db_timeout_s, **engine_options
+    )
     try:
         upgrade_to_head(engine, stop=stop, migrating=migrating)
     except BaseException:

@@ -83,6 +83,30 @@ def parse_headers(raw: str | None) -> dict[str, str]:
     return headers
 
 
+def check_method(raw: str | None) -> str:
+    """The method to send for a row's ``method`` (POST when unset); raises InvalidTask."""
+    method = (raw or "POST").strip().upper()
+    if method not in ALLOWED_METHODS:
+        raise InvalidTask(
+            f"method {raw!r} is not allowed (use {', '.join(sorted(ALLOWED_METHODS))})"
+        )
+    return method
+
+
+def check_body(raw: str | None, *, method: str, max_body_bytes: int) -> bytes | None:
+    """A row's ``body`` as sent (None when unset); raises InvalidTask."""
+    if raw is None:
+        return None
+    if method not in METHODS_WITH_BODY:
+        raise InvalidTask(f"a {method} request cannot carry a body")
+    body = raw.encode()
+    if len(body) > max_body_bytes:
+        raise InvalidTask(
+            f"body is {len(body)} bytes, more than MAX_REQUEST_BODY ({max_body_bytes})"
+        )
+    return body
+
+
 def build_request(
     task: ClaimedTask,
     *,
@@ -95,24 +119,11 @@ def build_request(
     reason = check_url(task.url, policy)
     if reason is not None:
         raise InvalidTask(reason)
-    method = (task.method or "POST").strip().upper()
-    if method not in ALLOWED_METHODS:
-        raise InvalidTask(
-            f"method {task.method!r} is not allowed (use {', '.join(sorted(ALLOWED_METHODS))})"
-        )
+    method = check_method(task.method)
     headers = parse_headers(task.headers)
-    if task.body is not None:
-        if method not in METHODS_WITH_BODY:
-            raise InvalidTask(f"a {method} request cannot carry a body")
-        body = task.body.encode()
-        if len(body) > max_body_bytes:
-            raise InvalidTask(
-                f"body is {len(body)} bytes, more than MAX_REQUEST_BODY ({max_body_bytes})"
-            )
-    elif method in METHODS_WITH_BODY:
-        body = default_body(task)
-    else:
-        body = b""
+    body = check_body(task.body, method=method, max_body_bytes=max_body_bytes)
+    if body is None:
+        body = default_body(task) if method in METHODS_WITH_BODY else b""
     msg_id = str(task.id)
     headers.update(
         {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "user-agent": USER_AGENT}

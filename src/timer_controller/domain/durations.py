@@ -13,6 +13,9 @@ DAY_S = 86400.0
 #: The longest duration accepted anywhere unless a caller asks for less: a
 #: century, far inside what MySQL's DATETIME arithmetic (up to year 9999) can add to now.
 MAX_DURATION_S = 36500 * DAY_S
+#: What a duration string looks like, for schemas that describe one (anchored,
+#: as JSON Schema patterns are not).
+DURATION_PATTERN = rf"^{_DURATION.pattern}$"
 
 
 def parse_duration_s(raw: str | float | int, *, max_s: float = MAX_DURATION_S) -> float:
@@ -34,6 +37,8 @@ def parse_duration_s(raw: str | float | int, *, max_s: float = MAX_DURATION_S) -
         number, unit = match.groups()
         seconds = float(number) * _UNITS_S[unit or "s"]
     if not math.isfinite(seconds) or seconds > max_s:
+        if math.isinf(max_s):
+            raise ValueError("is too large to be a duration")
         raise ValueError(f"must be at most {format_duration(max_s)}")
     return seconds
 

@@ -1,0 +1,86 @@
+"""Serving the app with uvicorn on a socket bound up front.
+
+Binding first turns "port in use" into one clear line before anything else
+starts, and lets API_PORT=0 pick a free port that is then logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from types import FrameType
+
+from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+#: Seconds that requests in progress may take to finish after SIGTERM.
+SHUTDOWN_GRACE_S = 10
+_BACKLOG = 2048
+
+
+class ListenError(Exception):
+    """The api cannot listen on API_HOST:API_PORT; the message says why."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; raises ListenError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"API_HOST={host} is not an address to listen on: {exc.strerror}"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(
+                f"API_PORT={port} is in use on {host}; stop what listens there or pick another port"
+            ) from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def bound_port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def serve(app: FastAPI, sock: socket.socket, *, threads: int) -> int:
+    """Serve until SIGTERM/SIGINT, then let requests finish; the exit code.
+
+    ``threads``: how many blocking route functions may run at once.
+    """
+    import anyio.to_thread
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # The limiter belongs to the running loop, so it is sized here.
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+            await super().startup(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn raises a caught SIGTERM again once it has stopped; a stop
+            # asked for is a clean exit here (0), as the controller's is.
+            self._captured_signals.clear()
+
+    config = uvicorn.Config(
+        app,
+        # Our logging as configured; no access log (it would add a line per request).
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        server_header=False,
+    )
+    Server(config).run(sockets=[sock])
+    log.info("api stopped", extra={"event": "api_stopped"})
+    return 0

@@ -1,0 +1,147 @@
+"""A timer the controller would refuse is refused at creation, by the controller's own rules.
+
+URL, method, headers and body go through ``delivery.policy.check_url`` and
+``delivery.request`` (``check_method``, ``parse_headers``, ``check_body``):
+the very code that turns a claimed row into a request. The headers are
+checked in the JSON form they are stored in, so what passes here parses
+there. Only what the schema itself cannot hold (column sizes) is added.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from timer_controller.api.idempotency import BadKey, check_key, request_hash
+from timer_controller.api.models import BatchIn, TimerSpec
+from timer_controller.api.problems import ProblemItem
+from timer_controller.api.times import TimeError, resolve
+from timer_controller.db.models import HEADERS_MAX_BYTES, MEDIUMTEXT_MAX_BYTES
+from timer_controller.db.timers import NewTimer
+from timer_controller.delivery.policy import TargetPolicy, check_url
+from timer_controller.delivery.request import (
+    InvalidTask,
+    check_body,
+    check_method,
+    parse_headers,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRules:
+    """The settings that decide whether a timer is acceptable."""
+
+    policy: TargetPolicy = field(default_factory=TargetPolicy)
+    max_body_bytes: int = 1024 * 1024
+    max_horizon_s: float = 365 * 86400.0
+    #: What a timer without max_attempts gets (MAX_ATTEMPTS), for display.
+    default_max_attempts: int = 3
+
+
+# Timers often share their target: the check is pure, so answers are remembered
+# (as the controller remembers them when it sends).
+_check_url = functools.lru_cache(maxsize=4096)(check_url)
+
+
+class InvalidTimer(ValueError):
+    def __init__(self, items: list[ProblemItem]) -> None:
+        super().__init__(items[0].detail)
+        self.items = items
+
+
+def check_timer(
+    spec: TimerSpec,
+    *,
+    rules: TimerRules,
+    now: datetime,
+    idempotency_key: str | None = None,
+    index: int | None = None,
+) -> NewTimer:
+    """The row to insert for ``spec``; raises InvalidTimer listing every problem.
+
+    ``now`` is naive UTC; ``index`` names a batch entry in the problems.
+    """
+    items: list[ProblemItem] = []
+
+    def problem(name: str | None, detail: str) -> None:
+        parts = [] if index is None else ["timers", str(index)]
+        where = ".".join(parts + ([name] if name else [])) or None
+        items.append(ProblemItem(index=index, field=where, detail=detail))
+
+    fingerprint = None
+    try:
+        fields = spec.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+        # Even without a key: encoding is what finds a string MySQL cannot store.
+        digest = request_hash(fields)
+    except ValueError as exc:
+        # Nothing else is looked at: such a string cannot even be encoded.
+        problem(None, str(exc))
+        raise InvalidTimer(items) from None
+    if idempotency_key is not None:
+        fingerprint = digest
+    reason = _check_url(spec.url, rules.policy)
+    if reason is not None:
+        problem("url", reason)
+    method = "POST"
+    try:
+        method = check_method(spec.method)
+    except InvalidTask as exc:
+        problem("method", str(exc))
+    headers = None
+    if spec.headers:
+        headers = json.dumps(spec.headers, separators=(",", ":"))
+        try:
+            parse_headers(headers)
+            if len(headers.encode()) > HEADERS_MAX_BYTES:
+                problem("headers", f"headers take more than {HEADERS_MAX_BYTES} bytes as JSON")
+        except InvalidTask as exc:
+            problem("headers", str(exc))
+    try:
+        check_body(
+            spec.body, method=method, max_body_bytes=min(rules.max_body_bytes, MEDIUMTEXT_MAX_BYTES)
+        )
+    except InvalidTask as exc:
+        problem("body", str(exc))
+    try:
+        due = resolve(at=spec.at, delay=spec.delay, now=now, max_horizon_s=rules.max_horizon_s)
+    except TimeError as exc:
+        problem("delay" if spec.delay is not None else "at", str(exc))
+    if items:
+        raise InvalidTimer(items)
+    return NewTimer(
+        url=spec.url,
+        due_at=due.due_at,
+        delay_s=due.delay_s,
+        method=None if spec.method is None else method,
+        headers=headers,
+        body=spec.body,
+        max_attempts=spec.max_attempts,
+        idempotency_key=idempotency_key,
+        idempotency_hash=fingerprint,
+    )
+
+
+def check_batch(batch: BatchIn, *, rules: TimerRules, now: datetime) -> list[NewTimer]:
+    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems."""
+    timers: list[NewTimer] = []
+    items: list[ProblemItem] = []
+    first_use: dict[str, int] = {}
+    for index, spec in enumerate(batch.timers):
+        key = spec.idempotency_key
+        try:
+            if key is not None:
+                if key in first_use:
+                    raise BadKey(f"idempotency key repeats entry {first_use[key]}'s")
+                first_use[key] = index
+                check_key(key)
+            timers.append(check_timer(spec, rules=rules, now=now, idempotency_key=key, index=index))
+        except BadKey as exc:
+            field = f"timers.{index}.idempotency_key"
+            items.append(ProblemItem(index=index, field=field, detail=str(exc)))
+        except InvalidTimer as exc:
+            items += exc.items
+    if items:
+        raise InvalidTimer(items)
+    return timers
