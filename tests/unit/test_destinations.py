@@ -99,3 +99,18 @@ def test_is_full_says_whether_a_held_tasks_destination_is_at_its_limit() -> None
     slots.finished(second)
     assert not slots.is_full(first)
     assert not slots.is_full(second)  # no longer held
+
+
+def test_tasks_claimed_ahead_take_their_destinations_room_only_when_due() -> None:
+    slots = DestinationSlots(limit=1)
+    ahead = ClaimedTask(
+        id=1, url="http://a:1/", due_at=DUE, attempt=1, max_attempts=None, delay_s=20.0
+    )
+    due_now = task(2, "http://a:1/")
+
+    kept, deferred = slots.admit([ahead, due_now])
+
+    assert ([t.id for t in kept], deferred) == ([1, 2], [])  # the far one takes no room
+    assert not slots.take(ahead)  # at its due time the due one holds the room
+    slots.finished(due_now)
+    assert slots.take(ahead)

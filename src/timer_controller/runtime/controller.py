@@ -292,6 +292,10 @@ class Controller:
             wait_s = fire_at - time.monotonic()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
+            if slot.task.delay_s > 0 and not self._destinations.take(slot.task):
+                # Claimed ahead, due now, its destination full: back to waiting.
+                await self._defer([slot.task])
+                return
             if not self._leases.may_send(slot.task):
                 log.warning(
                     "task %d not sent: its lease could not be renewed in time; "

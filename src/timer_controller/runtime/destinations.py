@@ -44,21 +44,29 @@ class DestinationSlots:
         self._of_task: dict[tuple[int, int], Destination] = {}
 
     def admit(self, tasks: Iterable[ClaimedTask]) -> tuple[list[ClaimedTask], list[ClaimedTask]]:
-        """Split a claim, in its (due) order, into tasks to hold and tasks to hand back."""
+        """Split a claim, in its (due) order, into tasks to hold and tasks to hand back.
+
+        Tasks due now take their destination's room at once; tasks claimed
+        ahead are held without it (a far-future claim must not keep a due
+        timer of the same destination waiting) and ``take`` it when due.
+        """
         kept: list[ClaimedTask] = []
         deferred: list[ClaimedTask] = []
         for task in tasks:
-            where = destination_of(task.url)
-            held = self._held.setdefault(where, _Held())
-            if len(held.prefixes) < MAX_PREFIXES_PER_DESTINATION:
-                held.prefixes.add(url_prefix(task.url))
-            if held.count >= self.limit:
-                deferred.append(task)
-                continue
-            held.count += 1
-            self._of_task[task.id, task.attempt] = where
-            kept.append(task)
+            (kept if task.delay_s > 0 or self.take(task) else deferred).append(task)
         return kept, deferred
+
+    def take(self, task: ClaimedTask) -> bool:
+        """Count a task about to be sent against its destination; False when it is full."""
+        where = destination_of(task.url)
+        held = self._held.setdefault(where, _Held())
+        if len(held.prefixes) < MAX_PREFIXES_PER_DESTINATION:
+            held.prefixes.add(url_prefix(task.url))
+        if held.count >= self.limit:
+            return False
+        held.count += 1
+        self._of_task[task.id, task.attempt] = where
+        return True
 
     def is_full(self, task: ClaimedTask) -> bool:
         """True while a held task's destination is at its limit."""
