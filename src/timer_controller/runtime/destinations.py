@@ -2,8 +2,9 @@
 
 A destination that accepts connections and never answers would otherwise
 fill every slot for ``WEBHOOK_TIMEOUT`` and make every other destination's
-timers wait. Each destination may hold at most ``limit`` tasks (waiting for
-their due time or being sent). Claimed tasks past the limit are handed back
+timers wait. Each destination may have at most ``limit`` tasks that are
+due (being sent, or about to be); tasks claimed ahead take that room when
+they come due. Claimed tasks past the limit are handed back
 at once, without spending an attempt, and later claims skip the
 destination's rows (by their URL prefix) until one of its tasks finishes.
 Its rows stay ``waiting`` with their due times, so they are claimed oldest
