@@ -301,7 +301,7 @@ def run_api(settings: Settings) -> int:
                 bound_port(sock),
                 extra={"event": "api_started", "port": bound_port(sock)},
             )
-            return serve(app, sock, threads=API_THREADS)
+            return serve(app, sock, threads=API_THREADS, grace_s=settings.shutdown_grace_s)
         finally:
             engine.dispose()
     finally:

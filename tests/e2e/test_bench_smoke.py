@@ -43,7 +43,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--modes", "seed,raw,controller",
         "-n", str(TASKS),
         "--burst-pods", "2",
-        "--seed-seconds", "1.5",
+        # Long enough for the seed (10 tasks per 0.5 s) to finish some on a loaded machine.
+        "--seed-seconds", "3",
         "--steady-seconds", "1",
         "--steady-rate", "10",
         "--rss-tasks", "30",

@@ -352,3 +352,22 @@ def test_the_schema_documents_problems_as_problem_json(client: TestClient) -> No
     assert "Location" in create["201"]["headers"]
     assert "Retry-After" in create["503"]["headers"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize("key", [None, '"k-surrogate"'])
+@pytest.mark.parametrize(
+    "field", ['"body": "\\ud800"', '"headers": {"X-A": "\\udfff"}', '"url": "http://a/\\ud83d"']
+)
+def test_an_unpaired_surrogate_is_a_422_not_a_database_error(
+    client: TestClient, field: str, key: str | None
+) -> None:
+    body = f'{{"delay": 1, "url": "https://example.com/", {field}}}'.replace(
+        '"url": "https://example.com/", "url"', '"url"'
+    )
+    headers = {**AUTH, "Content-Type": "application/json"}
+    if key:
+        headers["Idempotency-Key"] = key
+
+    response = client.post("/v1/timers", content=body.encode(), headers=headers)
+
+    assert "surrogate" in assert_problem(response, 422)["detail"]

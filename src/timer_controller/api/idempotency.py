@@ -25,6 +25,7 @@ _KEY = re.compile(r"[\x20-\x7e]+")
 # sf-string: DQUOTE *( unescaped / "\" ( DQUOTE / "\" ) ) DQUOTE (RFC 8941 3.3.3)
 _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 _BARE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+UNPAIRED_SURROGATE = "the request holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
 
 
 class BadKey(ValueError):
@@ -66,7 +67,5 @@ def request_hash(fields: Mapping[str, Any]) -> str:
     try:
         data = canonical.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(
-            "the request holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
-        ) from None
+        raise ValueError(UNPAIRED_SURROGATE) from None
     return hashlib.sha256(data).hexdigest()

@@ -15,8 +15,6 @@ from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
-#: Seconds that requests in progress may take to finish after SIGTERM.
-SHUTDOWN_GRACE_S = 10
 _BACKLOG = 2048
 
 
@@ -52,10 +50,10 @@ def bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
-def serve(app: FastAPI, sock: socket.socket, *, threads: int) -> int:
-    """Serve until SIGTERM/SIGINT, then let requests finish; the exit code.
+def serve(app: FastAPI, sock: socket.socket, *, threads: int, grace_s: float) -> int:
+    """Serve until SIGTERM/SIGINT, then let requests finish for ``grace_s``; the exit code.
 
-    ``threads``: how many blocking route functions may run at once.
+    ``threads``: how many blocking store calls may run at once.
     """
     import anyio.to_thread
     import uvicorn
@@ -78,7 +76,7 @@ def serve(app: FastAPI, sock: socket.socket, *, threads: int) -> int:
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        timeout_graceful_shutdown=max(1, round(grace_s)),
         server_header=False,
     )
     Server(config).run(sockets=[sock])

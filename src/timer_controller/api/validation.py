@@ -14,7 +14,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from timer_controller.api.idempotency import BadKey, check_key, request_hash
+from timer_controller.api.idempotency import (
+    UNPAIRED_SURROGATE,
+    BadKey,
+    check_key,
+    request_hash,
+)
 from timer_controller.api.models import BatchIn, TimerSpec
 from timer_controller.api.problems import ProblemItem
 from timer_controller.api.times import TimeError, resolve
@@ -45,6 +50,20 @@ class TimerRules:
 _check_url = functools.lru_cache(maxsize=4096)(check_url)
 
 
+def _check_encodable(spec: TimerSpec) -> None:
+    """ValueError when a string holds what UTF-8 (and so MySQL) cannot: an unpaired surrogate.
+
+    JSON may carry one (``"\\ud800"``); request_hash finds it too, when there is a key.
+    """
+    texts = [spec.url, spec.method or "", spec.body or "", spec.at or "", str(spec.delay)]
+    for name, value in (spec.headers or {}).items():
+        texts += [name, value]
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(UNPAIRED_SURROGATE) from None
+
+
 class InvalidTimer(ValueError):
     def __init__(self, items: list[ProblemItem]) -> None:
         super().__init__(items[0].detail)
@@ -72,15 +91,15 @@ def check_timer(
 
     fingerprint = None
     try:
-        fields = spec.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
-        # Even without a key: encoding is what finds a string MySQL cannot store.
-        digest = request_hash(fields)
+        if idempotency_key is None:
+            _check_encodable(spec)
+        else:
+            fields = spec.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+            fingerprint = request_hash(fields)
     except ValueError as exc:
         # Nothing else is looked at: such a string cannot even be encoded.
         problem(None, str(exc))
         raise InvalidTimer(items) from None
-    if idempotency_key is not None:
-        fingerprint = digest
     reason = _check_url(spec.url, rules.policy)
     if reason is not None:
         problem("url", reason)
