@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -35,6 +36,7 @@ from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
 from timer_controller.runtime.writer import OutcomeWriter
 from timer_controller.settings import Settings, WorkerSettings
+from timer_controller.startup import Started, StopRequest, start_up
 
 if TYPE_CHECKING:
     from timer_controller.bootstrap_amqp import ControllerSide
@@ -69,24 +71,43 @@ def database_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def prepare_database(settings: Settings, **engine_options: Any) -> Engine:
+def prepare_database(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    migrating: threading.Event | None = None,
+    **engine_options: Any,
+) -> Engine:
     """Start-up: reach the server (with retries), create the database, migrate."""
     return prepare(
         database_url(settings, database=None),
         settings.db_name,
         tries=settings.retry_number,
         wait_s=settings.reconnect_wait_s,
+        db_timeout_s=settings.db_timeout_s,
+        stop=stop,
+        migrating=migrating,
         **engine_options,
+    )
+
+
+def start_database(settings: Settings) -> Started | None:
+    """``prepare_database`` that SIGTERM/SIGINT can end; None if one did (see startup.py)."""
+    return start_up(
+        lambda stop, migrating: prepare_database(settings, stop=stop, migrating=migrating),
+        settle_s=settings.db_timeout_s,
     )
 
 
 def run_controller(settings: Settings) -> int:
     """Start-up (connect, create, migrate), then the loop; the process exit code."""
-    engine = prepare_database(settings)
+    started = start_database(settings)
+    if started is None:
+        return 0
     try:
-        return asyncio.run(serve(settings, engine))
+        return asyncio.run(serve(settings, started.engine, early_stop=started.stop))
     finally:
-        engine.dispose()
+        started.engine.dispose()
 
 
 def make_sender(
@@ -122,7 +143,9 @@ def make_dispatcher(
     return dispatcher, close_sender
 
 
-async def serve(settings: Settings, engine: Engine) -> int:
+async def serve(
+    settings: Settings, engine: Engine, *, early_stop: StopRequest | None = None
+) -> int:
     repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
     metrics = Metrics()
     clock = DbClock()
@@ -182,6 +205,8 @@ async def serve(settings: Settings, engine: Engine) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
+    if early_stop is not None and early_stop.signum is not None:
+        _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
     try:
         health = _start_health(settings, metrics, controller, repo, engine, amqp)
     except StartupError:
@@ -221,6 +246,11 @@ async def serve(settings: Settings, engine: Engine) -> int:
         if health is not None:
             health.stop()
     log.info("controller %s stopped (exit %d)", owner, code, extra={"event": "stopped"})
+    if controller.gave_up:
+        # A storage thread still inside a driver call would hold the exit for
+        # up to one more DB_TIMEOUT; the leases already cover what it held.
+        logging.shutdown()
+        os._exit(code)
     return code
 
 
@@ -269,9 +299,9 @@ def _start_health(
 #: connections all the time). Enough to fill a commit group; more only
 #: contend for the interpreter.
 API_THREADS = 16
-#: A statement's read or write, and the wait for a free connection: a database
-#: that hangs becomes a 503 within these, not a request that never ends.
-API_DB_IO_TIMEOUT_S = 10
+#: The wait for a free connection; a statement's read or write is bounded by
+#: DB_TIMEOUT. A database that hangs becomes a 503 within these, not a
+#: request that never ends.
 API_POOL_TIMEOUT_S = 5
 
 
@@ -288,7 +318,6 @@ def run_api(settings: Settings) -> int:
         engine = prepare_database(
             settings,
             pool_size=API_THREADS,
-            io_timeout_s=API_DB_IO_TIMEOUT_S,
             pool_timeout_s=API_POOL_TIMEOUT_S,
         )
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from timer_controller.api.server import ListenError
-from timer_controller.bootstrap import database_url, prepare_database
+from timer_controller.bootstrap import database_url, start_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
@@ -47,9 +47,7 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
 
             return run_api(settings)
         if command == "migrate":
-            prepare_database(settings).dispose()
-            print(f"database {settings.db_name} is at the latest schema")
-            return EXIT_OK
+            return _migrate(settings)
         return _operate(settings, args)
     except StartupError as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
@@ -84,8 +82,21 @@ def execute_worker(settings: WorkerSettings) -> int:
         return EXIT_FAILED
 
 
+def _migrate(settings: Settings) -> int:
+    started = start_database(settings)
+    if started is None:  # stopped by a signal; start_database said so
+        return EXIT_OK
+    started.engine.dispose()
+    print(f"database {settings.db_name} is at the latest schema")
+    return EXIT_OK
+
+
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(database_url(settings, database=settings.db_name), pool_size=1)
+    engine = make_engine(
+        database_url(settings, database=settings.db_name),
+        pool_size=1,
+        db_timeout_s=settings.db_timeout_s,
+    )
     try:
         wait_for_server(
             engine,

@@ -18,7 +18,7 @@ from timer_controller.runtime.handoff import (
     queue_ttl_s,
 )
 
-CONFIG = HandOffConfig(queue_lease_s=600, lease_s=60, publish_tries=3, publish_wait_s=0.01)
+CONFIG = HandOffConfig(lease_s=60, publish_tries=3, publish_wait_s=0.01)
 TASK = ClaimedTask(
     id=9, url="http://h/", due_at=datetime(2026, 12, 1), attempt=2, max_attempts=None
 )
@@ -49,23 +49,25 @@ class Meter:
 
 
 @pytest.mark.parametrize(
-    ("fire_at", "now", "expected"),
+    ("lease_end", "now", "expected"),
     [
-        (100.0, 100.0, 540.0 - LEASE_SLACK_S),
-        (100.0, 400.0, 240.0 - LEASE_SLACK_S),
-        (100.0, 700.0, -60.0 - LEASE_SLACK_S),
+        (700.0, 100.0, 540.0 - LEASE_SLACK_S),
+        (700.0, 400.0, 240.0 - LEASE_SLACK_S),
+        (700.0, 700.0, -60.0 - LEASE_SLACK_S),
     ],
 )
 def test_a_message_expires_lease_time_before_the_lease_ends(
-    fire_at: float, now: float, expected: float
+    lease_end: float, now: float, expected: float
 ) -> None:
-    assert queue_ttl_s(fire_at=fire_at, now=now, config=CONFIG) == expected
+    assert queue_ttl_s(lease_end=lease_end, now=now, config=CONFIG) == expected
 
 
 def test_a_confirmed_handoff_carries_the_task_and_its_ttl() -> None:
     broker, meter = Broker(), Meter()
 
-    ok = asyncio.run(HandOff(broker, CONFIG, meter=meter).send(TASK, fire_at=time.monotonic()))
+    ok = asyncio.run(
+        HandOff(broker, CONFIG, meter=meter).send(TASK, lease_end=time.monotonic() + 600)
+    )
 
     assert ok is True
     [(body, message_id, ttl_s)] = broker.sent
@@ -81,7 +83,9 @@ def test_an_unconfirmed_handoff_is_retried_then_given_up(
 ) -> None:
     broker, meter = Broker(failures), Meter()
 
-    result = asyncio.run(HandOff(broker, CONFIG, meter=meter).send(TASK, fire_at=time.monotonic()))
+    result = asyncio.run(
+        HandOff(broker, CONFIG, meter=meter).send(TASK, lease_end=time.monotonic() + 600)
+    )
 
     assert result is ok
     assert meter.published_n == published
@@ -92,5 +96,8 @@ def test_a_task_past_its_queue_time_is_not_published() -> None:
     broker, meter = Broker(), Meter()
     long_ago = time.monotonic() - 1000
 
-    assert asyncio.run(HandOff(broker, CONFIG, meter=meter).send(TASK, fire_at=long_ago)) is False
+    assert (
+        asyncio.run(HandOff(broker, CONFIG, meter=meter).send(TASK, lease_end=long_ago + 600))
+        is False
+    )
     assert broker.sent == []

@@ -69,7 +69,7 @@ def _controller(store: FakeStore, broker: FakeBroker) -> tuple[HandOffController
     )
     handoff = HandOff(
         broker,
-        HandOffConfig(queue_lease_s=600, lease_s=60, publish_tries=2, publish_wait_s=0.001),
+        HandOffConfig(lease_s=60, publish_tries=2, publish_wait_s=0.001),
         meter=metrics,
     )
     controller = HandOffController(

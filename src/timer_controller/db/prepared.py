@@ -71,12 +71,18 @@ class ClaimStatements:
         self._max_body_bytes = max_body_bytes
         self._kept: dict[tuple[object, ...], Compiled] = {}
 
-    def select(self, *, limit: int, lookahead_s: float) -> Compiled:
-        key = ("select", limit, lookahead_s)
+    def select(
+        self, *, limit: int, lookahead_s: float, skip_prefixes: tuple[str, ...] = ()
+    ) -> Compiled:
+        # Destinations at their limit change now and then: each set is a key of its own.
+        key = ("select", limit, lookahead_s, skip_prefixes)
         found = self._kept.get(key)
         if found is None:
             statement = sql.claim_select(
-                limit=limit, lookahead_s=lookahead_s, max_body_bytes=self._max_body_bytes
+                limit=limit,
+                lookahead_s=lookahead_s,
+                max_body_bytes=self._max_body_bytes,
+                skip_prefixes=skip_prefixes,
             )
             found = self._keep(key, statement)
         return found

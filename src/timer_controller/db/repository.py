@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -163,7 +163,13 @@ class TaskRepository:
 
     @storage_operation
     def claim_due(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimResult:
         """Claim up to ``limit`` waiting tasks due within ``lookahead_s``, oldest first.
 
@@ -177,7 +183,10 @@ class TaskRepository:
         try:
             with conn.begin():
                 local_before, started = utc_now(), time.monotonic()
-                rows = self._claim_sql.select(limit=limit, lookahead_s=lookahead_s).run(conn).all()
+                select = self._claim_sql.select(
+                    limit=limit, lookahead_s=lookahead_s, skip_prefixes=tuple(skip_prefixes)
+                )
+                rows = select.run(conn).all()
                 selected_at = time.monotonic()
                 if not rows:
                     return ClaimResult(tasks=[])
@@ -270,6 +279,19 @@ class TaskRepository:
             self._held.drop()
             raise
         return written
+
+    @storage_operation
+    def renew_leases(self, *, owner: str, task_ids: Iterable[int], lease_s: float) -> int:
+        """Extend the leases this holder still has on ``task_ids`` to now + ``lease_s``."""
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        with self._sessions() as session, session.begin():
+            result = session.execute(
+                sql.renew_update(owner=owner, task_ids=ids, lease_s=lease_s),
+                execution_options=_NO_SYNC,
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     @storage_operation
     def release(self, *, owner: str, task_ids: Iterable[int]) -> int:

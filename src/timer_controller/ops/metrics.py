@@ -17,6 +17,7 @@ from prometheus_client import (
 
 from timer_controller.domain.task import Outcome
 from timer_controller.ops.http_server import Answer, BoundedHttpServer
+from timer_controller.ops.probe import READY_DEADLINE_S, DeadlineCheck
 
 log = logging.getLogger(__name__)
 TEXT = "text/plain"
@@ -73,6 +74,23 @@ class Metrics:
         self.held = Gauge("timer_tasks_held", "Claimed tasks not yet recorded", registry=r)
         self.backlog = Gauge(
             "timer_backlog_tasks", "Due tasks not yet claimed (sampled)", registry=r
+        )
+        # Per destination, without a label per host (unbounded cardinality):
+        # the busiest one's count and how many are at their limit.
+        self.destination_busiest = Gauge(
+            "timer_destination_in_flight_max",
+            "Tasks held (waiting to fire or being sent) by the busiest destination",
+            registry=r,
+        )
+        self.destinations_at_limit = Gauge(
+            "timer_destinations_at_limit",
+            "Destinations holding MAX_IN_FLIGHT_PER_HOST tasks",
+            registry=r,
+        )
+        self.deferred = Counter(
+            "timer_tasks_deferred",
+            "Claims handed back unspent because their destination was at its limit",
+            registry=r,
         )
         self.db_reconnects = Counter(
             "timer_db_reconnects",
@@ -149,8 +167,10 @@ class Renders(Protocol):
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from one thread (see http_server.py).
 
-    ``alive`` and ``ready`` are called per request; ``ready`` may touch the
-    database, which is fine on the server's worker thread.
+    ``alive`` and ``ready`` are called per request. ``ready`` may touch the
+    database: it runs on a thread of its own and counts as not ready when it
+    has no answer within ``ready_deadline_s``, so a silent database never
+    holds the server's one worker (and /metrics, /healthz behind it).
     """
 
     def __init__(
@@ -161,8 +181,10 @@ class HealthServer:
         alive: Callable[[], bool],
         ready: Callable[[], bool],
         host: str = "0.0.0.0",
+        ready_deadline_s: float = READY_DEADLINE_S,
     ) -> None:
-        self._server = BoundedHttpServer(_router(metrics, alive, ready), host=host, port=port)
+        self._ready = DeadlineCheck(ready, deadline_s=ready_deadline_s)
+        self._server = BoundedHttpServer(_router(metrics, alive, self._ready), host=host, port=port)
 
     @property
     def port(self) -> int:
@@ -174,6 +196,7 @@ class HealthServer:
 
     def stop(self) -> None:
         self._server.stop()
+        self._ready.close()
 
 
 def _router(
@@ -186,16 +209,8 @@ def _router(
             ok = alive()
             return (200, b"ok\n", TEXT) if ok else (503, b"loop stalled\n", TEXT)
         if path == "/readyz":
-            ok = _safely(ready)
+            ok = ready()  # a DeadlineCheck: never raises, never blocks past its deadline
             return (200, b"ready\n", TEXT) if ok else (503, b"not ready\n", TEXT)
         return 404, b"not found\n", TEXT
 
     return answer
-
-
-def _safely(check: Callable[[], bool]) -> bool:
-    try:
-        return check()
-    except Exception as exc:  # a readiness probe answers, it does not crash
-        log.warning("readiness check failed: %s", exc)
-        return False

@@ -46,22 +46,20 @@ class HandOffMeter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HandOffConfig:
-    #: The claim's lease in amqp mode (QUEUE_LEASE_TIME).
-    queue_lease_s: float
     #: LEASE_TIME: a worker must start a task at least this long before its lease ends.
     lease_s: float
     publish_tries: int
     publish_wait_s: float
 
 
-def queue_ttl_s(*, fire_at: float, now: float, config: HandOffConfig) -> float:
+def queue_ttl_s(*, lease_end: float, now: float, config: HandOffConfig) -> float:
     """How long the message may wait in the queue (monotonic seconds).
 
-    The lease runs QUEUE_LEASE_TIME from the due time; a message still queued
-    LEASE_TIME before its end expires unfired, so a request a worker starts
-    always ends before the lease does.
+    ``lease_end`` is when the claim's lease ends (QUEUE_LEASE_TIME from its
+    last renewal); a message still queued LEASE_TIME before that expires
+    unfired, so a request a worker starts always ends before the lease does.
     """
-    return fire_at + config.queue_lease_s - config.lease_s - LEASE_SLACK_S - now
+    return lease_end - config.lease_s - LEASE_SLACK_S - now
 
 
 class HandOff:
@@ -77,12 +75,12 @@ class HandOff:
         """Claims only make sense while the broker can take them."""
         return self._broker.connected
 
-    async def send(self, task: ClaimedTask, *, fire_at: float) -> bool:
+    async def send(self, task: ClaimedTask, *, lease_end: float) -> bool:
         """Publish ``task``; True once confirmed, False if the claim should be handed back."""
         body = encode_handoff(task)
         message_id = f"{task.id}.{task.attempt}"
         for attempt in range(1, self._config.publish_tries + 1):
-            ttl_s = queue_ttl_s(fire_at=fire_at, now=time.monotonic(), config=self._config)
+            ttl_s = queue_ttl_s(lease_end=lease_end, now=time.monotonic(), config=self._config)
             if ttl_s <= 0:
                 break
             self._meter.published()
@@ -135,16 +133,16 @@ class HandOffController(Controller):
         return self._handoff.ready
 
     async def _fire(self, slot: _Slot, fire_at: float) -> None:
-        if not await self._handoff.send(slot.task, fire_at=fire_at):
+        if not await self._handoff.send(slot.task, lease_end=self._leases.lease_end(slot.task)):
             log.warning(
                 "task %d: the broker did not take the hand-off; handing the claim back",
                 slot.task.id,
                 extra={"event": "handoff_failed", "task_id": slot.task.id},
             )
-            await self._release([slot])
+            await self._release({slot.task.id})
 
     async def _unanswered(self, slots: list[_Slot]) -> None:
         # Publishes cut short at shutdown may or may not have reached the queue.
         # Handing the claims back is safe either way: a worker's outcome for
         # the same attempt is recorded or, once superseded, dropped as stale.
-        await self._release(slots)
+        await self._release({s.task.id for s in slots})
