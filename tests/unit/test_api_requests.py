@@ -371,3 +371,20 @@ def test_an_unpaired_surrogate_is_a_422_not_a_database_error(
     response = client.post("/v1/timers", content=body.encode(), headers=headers)
 
     assert "surrogate" in assert_problem(response, 422)["detail"]
+
+
+@pytest.mark.parametrize("query", ["stauts=failed", "=0", "limit=5&x=1"])
+def test_an_unknown_query_parameter_is_refused_not_ignored(client: TestClient, query: str) -> None:
+    answer = client.get(f"/v1/timers?{query}", headers=AUTH)
+
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith(PROBLEM_JSON)
+    assert "unknown query parameter" in answer.json()["detail"]
+    assert "this route takes: after, idempotency_key, limit, status" in answer.json()["detail"]
+
+
+def test_a_route_without_query_parameters_refuses_any(client: TestClient) -> None:
+    answer = client.get("/v1/timers/1?verbose=1", headers=AUTH)
+
+    assert answer.status_code == 422, answer.text
+    assert "this route takes: none" in answer.json()["detail"]

@@ -29,6 +29,7 @@ from timer_controller.api.models import (
     TimerSpec,
 )
 from timer_controller.api.problems import ApiProblem, Problem, ProblemItem, summary
+from timer_controller.api.strict_query import known_query_only
 from timer_controller.api.times import TimeError, resolve
 from timer_controller.api.validation import InvalidTimer, TimerRules, check_batch, check_timer
 from timer_controller.db.timers import Created, KeyConflict, TimerRecord, TimerStore, Transition
@@ -116,7 +117,9 @@ def timer_router(
     rules: TimerRules,
     clock: Callable[[], datetime],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], tags=["timers"])
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(auth), Depends(known_query_only)], tags=["timers"]
+    )
 
     def out(record: TimerRecord) -> TimerOut:
         return TimerOut.of(record, default_max_attempts=rules.default_max_attempts)
