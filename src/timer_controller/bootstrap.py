@@ -247,6 +247,9 @@ def run_api(settings: Settings) -> int:
             pool_size=API_THREADS,
             io_timeout_s=API_DB_IO_TIMEOUT_S,
             pool_timeout_s=API_POOL_TIMEOUT_S,
+            # The store and the dashboard use Connections only, which end their
+            # transactions themselves: no ROLLBACK after every COMMIT.
+            reset_on_return=False,
         )
         try:
             store = TimerStore(engine)

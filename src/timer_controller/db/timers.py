@@ -27,6 +27,7 @@ from timer_controller.db.timer_statements import (
     CANCEL_TIMER,
     INSERT_COLUMNS,
     INSERT_TIMER,
+    INSERT_TIMER_RETURNING,
     RESCHEDULE_TIMER,
     SELECT_BY_KEYS,
     SELECT_IDS,
@@ -175,6 +176,17 @@ def _row_values(timer: NewTimer) -> dict[str, Any]:
     return values
 
 
+def _check_order(
+    records: Sequence[TimerRecord], timers: Sequence[NewTimer], ids: Sequence[int] | None
+) -> None:
+    """_NotConsecutive unless ``records`` are ``timers`` in order (with ``ids``, when known)."""
+    got = [(r.url, r.idempotency_key) for r in records]
+    if got != [(t.url, t.idempotency_key) for t in timers] or (
+        ids is not None and [r.id for r in records] != list(ids)
+    ):
+        raise _NotConsecutive
+
+
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -285,6 +297,9 @@ class TimerStore:
     ) -> list[TimerRecord]:
         if not timers:
             return []
+        if conn.dialect.insert_returning:
+            # MariaDB answers with the rows it inserted: no SELECT back.
+            return self._insert_returning(conn, timers, max_rows=max_rows)
         if len(timers) == 1:
             (timer,) = timers
             timer_id = int(conn.execute(INSERT_TIMER, _row_values(timer)).lastrowid)
@@ -298,10 +313,21 @@ class TimerStore:
             ids += [first + i * step for i in range(len(chunk))]
         records = [to_record(row) for row in conn.execute(SELECT_IDS, {"ids": ids})]
         # InnoDB numbers a multi-row INSERT's rows consecutively; check rather than trust.
-        if [(r.id, r.url, r.idempotency_key) for r in records] != [
-            (i, t.url, t.idempotency_key) for i, t in zip(ids, timers, strict=True)
-        ]:
-            raise _NotConsecutive
+        _check_order(records, timers, ids)
+        return records
+
+    def _insert_returning(
+        self, conn: Connection, timers: Sequence[NewTimer], *, max_rows: int
+    ) -> list[TimerRecord]:
+        if len(timers) == 1:
+            return [to_record(conn.execute(INSERT_TIMER_RETURNING, _row_values(timers[0])).one())]
+        records: list[TimerRecord] = []
+        for chunk in _chunks(timers, max_rows=max_rows):
+            sql, names = insert_rows_sql(len(chunk), conn.dialect, returning=True)
+            params = row_params([_row_values(t) for t in chunk], names)
+            records += map(to_record, conn.exec_driver_sql(sql, params))
+        # The rows come back in the order they were given; check rather than trust.
+        _check_order(records, timers, None)
         return records
 
     # -- changes -------------------------------------------------------------
