@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Connection, Engine, text
 
 from timer_controller.db.errors import storage_operation
 from timer_controller.db.timer_statements import (
@@ -145,14 +145,19 @@ def _header_names(raw: str | None) -> tuple[str, ...] | None:
     return tuple(str(name) for name in parsed) if isinstance(parsed, dict) else None
 
 
-def to_record(row: Row[Any]) -> TimerRecord:
-    values = row._asdict()
-    db_now: datetime = values.pop("db_now")
-    headers = values.pop("headers")
+#: TIMER_COLUMNS' order: TimerRecord's stored fields, then headers, body_bytes, db_now.
+_STORED = len(TimerRecord.__dataclass_fields__) - 3
+_HEADERS, _BODY_BYTES, _DB_NOW = _STORED, _STORED + 1, _STORED + 2
+
+
+def to_record(row: Sequence[Any]) -> TimerRecord:
+    """A TIMER_COLUMNS row as a record, by position (a batch reads a thousand of them)."""
+    due_at: datetime = row[4]
     return TimerRecord(
-        **values,
-        header_names=_header_names(headers),
-        time_left_s=max(0.0, (values["due_at"] - db_now).total_seconds()),
+        *row[:_STORED],
+        header_names=_header_names(row[_HEADERS]),
+        body_bytes=row[_BODY_BYTES],
+        time_left_s=max(0.0, (due_at - row[_DB_NOW]).total_seconds()),
     )
 
 
