@@ -22,8 +22,8 @@ def test_the_selected_columns_are_the_records_fields_in_order() -> None:
 
 def test_a_row_becomes_its_record() -> None:
     due, now = datetime(2026, 12, 1, 10, 0, 30), datetime(2026, 12, 1, 10, 0, 0)
-    row = (7, "http://x/", None, "waiting", due, 0, None, None, None, now, None, None)
-    row += ("k", "h", '{"A": "1", "B": "2"}', 12, now)
+    row: tuple[object, ...] = (7, "http://x/", None, "waiting", due, 0, None, None, None, now)
+    row += (None, None, "k", "h", '{"A": "1", "B": "2"}', 12, now)
     record = to_record(row)
     assert (record.id, record.url, record.status, record.idempotency_hash) == (
         7,

@@ -153,12 +153,10 @@ _HEADERS, _BODY_BYTES, _DB_NOW = _STORED, _STORED + 1, _STORED + 2
 def to_record(row: Sequence[Any]) -> TimerRecord:
     """A TIMER_COLUMNS row as a record, by position (a batch reads a thousand of them)."""
     due_at: datetime = row[4]
-    return TimerRecord(
-        *row[:_STORED],
-        header_names=_header_names(row[_HEADERS]),
-        body_bytes=row[_BODY_BYTES],
-        time_left_s=max(0.0, (due_at - row[_DB_NOW]).total_seconds()),
-    )
+    header_names = _header_names(row[_HEADERS])
+    time_left_s = max(0.0, (due_at - row[_DB_NOW]).total_seconds())
+    values: tuple[Any, ...] = (*row[:_STORED], header_names, row[_BODY_BYTES], time_left_s)
+    return TimerRecord(*values)
 
 
 def _chunks(timers: Sequence[NewTimer], *, max_rows: int) -> Iterator[Sequence[NewTimer]]:
