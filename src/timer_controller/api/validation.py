@@ -52,7 +52,7 @@ class TimerRules:
 _check_url = functools.lru_cache(maxsize=4096)(check_url)
 #: A path of these characters only is one check_url accepts as it is, whatever the
 #: URL's scheme and authority: the verdict is then that of the URL without it.
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+_PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~/-]*")
 
 
 def url_problem(url: str, policy: TargetPolicy) -> str | None:
@@ -63,7 +63,8 @@ def url_problem(url: str, policy: TargetPolicy) -> str | None:
     """
     scheme, separator, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
-    if separator and slash and len(url) <= MAX_URL_CHARS and _PLAIN_PATH.fullmatch(slash + path):
+    plain = scheme in ("http", "https") and authority and _PLAIN_PATH.fullmatch(slash + path)
+    if separator and plain and len(url) <= MAX_URL_CHARS:
         return _check_url(f"{scheme}://{authority}/", policy)
     return _check_url(url, policy)
 
