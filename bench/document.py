@@ -186,6 +186,8 @@ HOW_TO_RUN = [
     "    --output /tmp/quick.md            # a quick look",
     "python -m bench --modes raw,controller --controller-env BATCH_SIZE=100  # try a setting",
     "python -m bench --scenarios api --api-creates 2000 --api-batches 5 --output /tmp/api.md",
+    "python -m bench.amqp_scaling         # DISPATCH=amqp against direct (issue 11); "
+    "writes docs/benchmarks-amqp.md",
     "```",
     "",
     "It creates a scratch database `bench_<random>`, runs `python -m timer_controller migrate`, "

@@ -30,7 +30,11 @@ def run_by_hand() -> None:
 
     try:
         settings = load_settings()
-        server = make_engine(database_url(settings, database=None), pool_size=1)
+        server = make_engine(
+            database_url(settings, database=None),
+            pool_size=1,
+            db_timeout_s=settings.db_timeout_s,
+        )
         wait_for_server(
             server,
             tries=settings.retry_number,
@@ -41,7 +45,11 @@ def run_by_hand() -> None:
         server.dispose()
     except (ConfigError, DatabaseUnavailable) as exc:
         sys.exit(f"alembic: {exc}")
-    engine = make_engine(database_url(settings, database=settings.db_name), pool_size=1)
+    engine = make_engine(
+        database_url(settings, database=settings.db_name),
+        pool_size=1,
+        db_timeout_s=settings.db_timeout_s,
+    )
     with engine.connect() as connection:
         run_with(connection)
         connection.commit()

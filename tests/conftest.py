@@ -1,4 +1,4 @@
-"""Shared fixtures: the database server, a fresh database per test, a receiver."""
+"""Shared fixtures: the database server, a fresh database per test, a receiver, a broker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.support.broker import TestBroker, unique_prefix
 from tests.support.databases import TestDatabase, database_server, fresh_database
 from tests.support.processes import Api, Controller, Receiver
 
@@ -40,6 +41,32 @@ def controllers() -> Iterator[Callable[..., Controller]]:
 
     def start(env: dict[str, str], *args: str) -> Controller:
         proc = Controller(env, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def amqp() -> Iterator[TestBroker]:
+    """Queues under a prefix of this test's own, declared now and deleted afterwards."""
+    broker = TestBroker(unique_prefix())
+    broker.declare()
+    try:
+        yield broker
+    finally:
+        broker.delete()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Controller]]:
+    """A factory of ``timer-controller worker`` processes; each is stopped after the test."""
+    started: list[Controller] = []
+
+    def start(env: dict[str, str]) -> Controller:
+        proc = Controller(env, "worker")
         started.append(proc)
         return proc
 

@@ -13,9 +13,11 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Engine
 
@@ -33,7 +35,11 @@ from timer_controller.ops.metrics import HealthServer, Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
 from timer_controller.runtime.writer import OutcomeWriter
-from timer_controller.settings import Settings
+from timer_controller.settings import Settings, WorkerSettings
+from timer_controller.startup import Started, StopRequest, start_up
+
+if TYPE_CHECKING:
+    from timer_controller.bootstrap_amqp import ControllerSide
 
 log = logging.getLogger(__name__)
 
@@ -65,59 +71,98 @@ def database_url(settings: Settings, *, database: str | None) -> URL:
     )
 
 
-def prepare_database(settings: Settings, **engine_options: Any) -> Engine:
+def prepare_database(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    migrating: threading.Event | None = None,
+    **engine_options: Any,
+) -> Engine:
     """Start-up: reach the server (with retries), create the database, migrate."""
     return prepare(
         database_url(settings, database=None),
         settings.db_name,
         tries=settings.retry_number,
         wait_s=settings.reconnect_wait_s,
+        db_timeout_s=settings.db_timeout_s,
+        stop=stop,
+        migrating=migrating,
         **engine_options,
+    )
+
+
+def start_database(settings: Settings) -> Started | None:
+    """``prepare_database`` that SIGTERM/SIGINT can end; None if one did (see startup.py)."""
+    return start_up(
+        lambda stop, migrating: prepare_database(settings, stop=stop, migrating=migrating),
+        settle_s=settings.db_timeout_s,
     )
 
 
 def run_controller(settings: Settings) -> int:
     """Start-up (connect, create, migrate), then the loop; the process exit code."""
-    engine = prepare_database(settings)
+    started = start_database(settings)
+    if started is None:
+        return 0
     try:
-        return asyncio.run(serve(settings, engine))
+        return asyncio.run(serve(settings, started.engine, early_stop=started.stop))
     finally:
-        engine.dispose()
+        started.engine.dispose()
 
 
 def make_sender(
-    settings: Settings, policy: TargetPolicy
+    settings: Settings | WorkerSettings, policy: TargetPolicy, *, max_connections: int
 ) -> tuple[Send, Callable[[], Awaitable[None]]]:
     """The one send path, chosen once: the transport, or (FOLLOW_REDIRECTS) a
     RedirectingSender over it that leaves redirect bodies unread; and what closes it."""
-    transport = GuardedAiohttpTransport(policy=policy, max_connections=settings.max_in_flight)
+    transport = GuardedAiohttpTransport(policy=policy, max_connections=max_connections)
     if not settings.follow_redirects:
         return transport.handle_async_request, transport.aclose
     return RedirectingSender(transport, policy=policy), transport.aclose
 
 
-async def serve(settings: Settings, engine: Engine) -> int:
-    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
-    metrics = Metrics()
-    clock = DbClock()
-    storage = AsyncStorage(repo, clock)
+def make_dispatcher(
+    settings: Settings | WorkerSettings, *, max_connections: int, clock: Callable[[], datetime]
+) -> tuple[Dispatcher, Callable[[], Awaitable[None]]]:
+    """The one dispatcher both DISPATCH modes fire through, and what closes it."""
     policy = TargetPolicy(
         block_private_networks=settings.block_private_networks,
         allowed_hosts=parse_allowed_hosts(settings.allowed_hosts),
     )
-    send, close_sender = make_sender(settings, policy)
+    send, close_sender = make_sender(settings, policy, max_connections=max_connections)
     dispatcher = Dispatcher(
         send,
         timeout_s=settings.webhook_timeout_s,
         policy=policy,
         keys=settings.signing_keys,
         max_body_bytes=settings.max_request_body_bytes,
-        db_clock=clock.now,
+        db_clock=clock,
     )
+    return dispatcher, close_sender
+
+
+async def serve(
+    settings: Settings, engine: Engine, *, early_stop: StopRequest | None = None
+) -> int:
+    repo = TaskRepository(engine, max_body_bytes=settings.max_request_body_bytes)
+    metrics = Metrics()
+    clock = DbClock()
+    storage = AsyncStorage(repo, clock)
     owner = owner_id(settings.pod_name)
+    amqp: ControllerSide | None = None
+    if settings.dispatch == "amqp":
+        # Imported only now: direct mode never loads aio-pika.
+        from timer_controller.bootstrap_amqp import ControllerSide
+
+        try:
+            amqp = await ControllerSide.open(settings, metrics, owner=owner)
+        except BaseException:
+            storage.close()
+            raise
     writer = OutcomeWriter(
         storage,
-        owner=owner,
+        # In amqp mode any controller records any task's outcome: by attempt only.
+        owner=owner if amqp is None else None,
         flush_interval_s=settings.flush_interval_s,
         flush_batch=FLUSH_BATCH,
         retry_number=settings.retry_number,
@@ -125,22 +170,30 @@ async def serve(settings: Settings, engine: Engine) -> int:
         metrics=metrics,
     )
     config = from_settings(
-        LoopConfig, settings, owner=owner, lookahead_s=settings.claim_lookahead_s
+        LoopConfig,
+        settings,
+        owner=owner,
+        lookahead_s=settings.claim_lookahead_s,
+        # A handed-off task stays claimed while queued (docs/amqp.md, "Leases").
+        lease_s=settings.lease_s if amqp is None else settings.queue_lease_s,
     )
-    controller = Controller(
-        storage,
-        dispatcher,
-        writer,
-        config,
-        retry=from_settings(
-            RetryPolicy,
-            settings,
-            base_s=settings.retry_backoff_base_s,
-            max_s=settings.retry_backoff_max_s,
-        ),
-        metrics=metrics,
-        db_now=clock.now,
+    retry = from_settings(
+        RetryPolicy,
+        settings,
+        base_s=settings.retry_backoff_base_s,
+        max_s=settings.retry_backoff_max_s,
     )
+    controller: Controller
+    if amqp is None:
+        dispatcher, close_sender = make_dispatcher(
+            settings, max_connections=settings.max_in_flight, clock=clock.now
+        )
+        controller = Controller(
+            storage, dispatcher, writer, config, retry=retry, metrics=metrics, db_now=clock.now
+        )
+    else:
+        controller = amqp.controller(storage, writer, config, retry=retry, db_now=clock.now)
+        close_sender = amqp.close
     upkeep = Upkeep(
         storage,
         metrics,
@@ -150,15 +203,19 @@ async def serve(settings: Settings, engine: Engine) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
+    if early_stop is not None and early_stop.signum is not None:
+        _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
     try:
-        health = _start_health(settings, metrics, controller, repo, engine)
+        health = _start_health(settings, metrics, controller, repo, engine, amqp)
     except StartupError:
         storage.close()
         await close_sender()
         raise
     log.info(
-        "controller %s started: batch %d, up to %d in flight, poll %gs, look-ahead %gs",
+        "controller %s started: %s dispatch, batch %d, up to %d in flight, poll %gs, "
+        "look-ahead %gs",
         owner,
+        settings.dispatch,
         settings.batch_size,
         settings.max_in_flight,
         settings.poll_interval_s,
@@ -171,16 +228,27 @@ async def serve(settings: Settings, engine: Engine) -> int:
     gc.collect()
     gc.freeze()
     chores = asyncio.create_task(upkeep.run(stop))
+    intake_stopper = None
+    if amqp is not None:
+        await amqp.start_intake(prefetch=2 * FLUSH_BATCH)
+        intake_stopper = asyncio.create_task(amqp.stop_intake_on(stop))
     try:
         code = await controller.run(stop)
     finally:
         stop.set()
         await chores
+        if intake_stopper is not None:
+            await intake_stopper
         storage.close()
         await close_sender()
         if health is not None:
             health.stop()
     log.info("controller %s stopped (exit %d)", owner, code, extra={"event": "stopped"})
+    if controller.gave_up:
+        # A storage thread still inside a driver call would hold the exit for
+        # up to one more DB_TIMEOUT; the leases already cover what it held.
+        logging.shutdown()
+        os._exit(code)
     return code
 
 
@@ -196,6 +264,7 @@ def _start_health(
     controller: Controller,
     repo: TaskRepository,
     engine: Engine,
+    amqp: ControllerSide | None = None,
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -205,6 +274,8 @@ def _start_health(
         return time.monotonic() - controller.last_tick <= stale_after_s
 
     def ready() -> bool:
+        if amqp is not None and not amqp.client.connected:
+            return False  # it could neither hand off nor record outcomes
         repo.ping()
         return current_revision_is_head(engine)
 
@@ -226,9 +297,9 @@ def _start_health(
 #: connections all the time). Enough to fill a commit group; more only
 #: contend for the interpreter.
 API_THREADS = 16
-#: A statement's read or write, and the wait for a free connection: a database
-#: that hangs becomes a 503 within these, not a request that never ends.
-API_DB_IO_TIMEOUT_S = 10
+#: The wait for a free connection; a statement's read or write is bounded by
+#: DB_TIMEOUT. A database that hangs becomes a 503 within these, not a
+#: request that never ends.
 API_POOL_TIMEOUT_S = 5
 
 
@@ -245,7 +316,6 @@ def run_api(settings: Settings) -> int:
         engine = prepare_database(
             settings,
             pool_size=API_THREADS,
-            io_timeout_s=API_DB_IO_TIMEOUT_S,
             pool_timeout_s=API_POOL_TIMEOUT_S,
             # The store and the dashboard use Connections only, which end their
             # transactions themselves: no ROLLBACK after every COMMIT.

@@ -17,7 +17,7 @@ from timer_controller.delivery.policy import TargetPolicy, check_url
 from timer_controller.domain.durations import parse_duration_s
 from timer_controller.domain.text import quoted
 from timer_controller.errors import ConfigError
-from timer_controller.settings import load_settings, require_api_tokens
+from timer_controller.settings import load_settings, load_worker_settings, require_api_tokens
 
 EXIT_USAGE = 2
 MAX_ATTEMPTS = 1000  # as the MAX_ATTEMPTS setting
@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the controller until SIGTERM/SIGINT (the default)")
+    sub.add_parser(
+        "worker",
+        help="fire tasks handed out through RabbitMQ (DISPATCH=amqp); needs AMQP_URL, no DB_*",
+    )
     sub.add_parser("migrate", help="create the database if needed, upgrade to head, exit")
     sub.add_parser(
         "api",
@@ -144,14 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
-        if args.command == "api":
-            require_api_tokens(settings)
+        if args.command == "worker":
+            worker_settings = load_worker_settings()
+        else:
+            settings = load_settings()
+            if args.command == "api":
+                require_api_tokens(settings)
     except ConfigError as exc:
         print(f"timer-controller: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # Imported only now: a configuration error answers before SQLAlchemy,
-    # Alembic and aiohttp are even loaded.
+    # Alembic, aiohttp and aio-pika are even loaded.
+    if args.command == "worker":
+        from timer_controller.commands import execute_worker
+
+        return execute_worker(worker_settings)
     from timer_controller.commands import execute
 
     return execute(args.command or "run", args, settings)

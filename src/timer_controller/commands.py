@@ -1,8 +1,9 @@
 """What each ``timer-controller`` subcommand does, once settings are valid.
 
-Exit codes: 0 success, 1 the database could not be reached or the operation
-could not be done, 2 a start-up problem that is not the database (the api or
-metrics port in use). Errors end in one line, never a traceback.
+Exit codes: 0 success, 1 the database (or, with DISPATCH=amqp and for
+``worker``, the broker) could not be reached or the operation could not be
+done, 2 a start-up problem that is neither (the api or metrics port in use).
+Errors end in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from collections.abc import Callable
 from datetime import datetime
 
 from timer_controller.api.server import ListenError
-from timer_controller.bootstrap import database_url, prepare_database
+from timer_controller.bootstrap import database_url, start_database
 from timer_controller.db.repository import TaskRepository, TaskView
 from timer_controller.db.setup import make_engine, wait_for_server
 from timer_controller.domain.task import Status
 from timer_controller.domain.text import preview
-from timer_controller.errors import DatabaseUnavailable, SchemaMissing, StartupError, StorageError
+from timer_controller.errors import (
+    BrokerError,
+    DatabaseUnavailable,
+    SchemaMissing,
+    StartupError,
+    StorageError,
+)
 from timer_controller.ops.logs import configure
 from timer_controller.runtime.upkeep import CLEANUP_PAUSE_S
-from timer_controller.settings import Settings
+from timer_controller.settings import Settings, WorkerSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,14 +47,12 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
 
             return run_api(settings)
         if command == "migrate":
-            prepare_database(settings).dispose()
-            print(f"database {settings.db_name} is at the latest schema")
-            return EXIT_OK
+            return _migrate(settings)
         return _operate(settings, args)
     except StartupError as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, BrokerError) as exc:
         print(f"timer-controller: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ListenError as exc:
@@ -65,8 +70,33 @@ def execute(command: str, args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
 
 
+def execute_worker(settings: WorkerSettings) -> int:
+    """``timer-controller worker``: exit 1 with one line if the broker stays unreachable."""
+    configure(level=settings.log_level, fmt=settings.log_format, pod=settings.pod_name)
+    from timer_controller.bootstrap_amqp import run_worker
+
+    try:
+        return run_worker(settings)
+    except BrokerError as exc:  # unreachable at start-up, or a queue it cannot use
+        print(f"timer-controller: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _migrate(settings: Settings) -> int:
+    started = start_database(settings)
+    if started is None:  # stopped by a signal; start_database said so
+        return EXIT_OK
+    started.engine.dispose()
+    print(f"database {settings.db_name} is at the latest schema")
+    return EXIT_OK
+
+
 def _operate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(database_url(settings, database=settings.db_name), pool_size=1)
+    engine = make_engine(
+        database_url(settings, database=settings.db_name),
+        pool_size=1,
+        db_timeout_s=settings.db_timeout_s,
+    )
     try:
         wait_for_server(
             engine,

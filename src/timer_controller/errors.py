@@ -45,3 +45,15 @@ class SchemaMissing(StorageError):
 
 class DatabaseUnavailable(Exception):
     """The database stayed unreachable through every allowed try: the pod exits 1."""
+
+
+class BrokerError(Exception):
+    """The broker did not take or confirm a message, or the connection is gone.
+
+    Raised only by ``broker``, so the loops handle broker faults without
+    knowing the client library.
+    """
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker stayed unreachable through every start-up try: the process exits 1."""

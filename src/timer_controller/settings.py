@@ -303,6 +303,11 @@ class Settings(_SharedSettings):
     db_password: SecretStr
     db_name: str = Field(default="timer_db", pattern=r"^[A-Za-z0-9_]{1,64}$")
 
+    # Database deadlines.
+    #: Whole seconds (the driver's unit): the longest any one database
+    #: operation waits (connect, read, write, pool checkout, lock poll).
+    db_timeout_s: int = Field(default=10, ge=3, le=3600, alias="db_timeout")
+
     # The loop.
     batch_size: int = Field(default=10, ge=1, le=10_000)
     poll_interval_s: float = Field(
@@ -319,6 +324,11 @@ class Settings(_SharedSettings):
     flush_interval_s: float = Field(
         default=0.02, gt=0, le=MAX_FLUSH_INTERVAL_S, allow_inf_nan=False, alias="flush_interval"
     )
+
+    # Per-destination limit.
+    #: Tasks one destination (scheme, host, port) may hold in this pod;
+    #: None: a quarter of MAX_IN_FLIGHT (see host_limit).
+    max_in_flight_per_host: int | None = Field(default=None, ge=1, le=100_000)
 
     # Retries.
     max_attempts: int = Field(default=3, ge=1, le=1000)
@@ -339,7 +349,7 @@ class Settings(_SharedSettings):
     #: How long a task handed to the broker stays claimed (docs/amqp.md, "Leases").
     queue_lease_s: float = Field(default=600.0, gt=0, le=7 * 86400, alias="queue_lease_time")
 
-    @field_validator("lookahead_s", mode="before")
+    @field_validator("lookahead_s", "max_in_flight_per_host", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -377,6 +387,13 @@ class Settings(_SharedSettings):
     def claim_lookahead_s(self) -> float:
         """LOOKAHEAD, or POLL_INTERVAL when unset (resolved by validation)."""
         return self.poll_interval_s if self.lookahead_s is None else self.lookahead_s
+
+    @property
+    def host_limit(self) -> int:
+        """MAX_IN_FLIGHT_PER_HOST, or a quarter of MAX_IN_FLIGHT; never above MAX_IN_FLIGHT."""
+        if self.max_in_flight_per_host is None:
+            return max(1, self.max_in_flight // 4)
+        return min(self.max_in_flight_per_host, self.max_in_flight)
 
 
 class WorkerSettings(_SharedSettings):

@@ -21,7 +21,7 @@ from tests.support.databases import TestDatabase
 from timer_controller.db.models import ERROR_MAX_CHARS
 from timer_controller.db.repository import ClaimResult, TaskRepository
 from timer_controller.db.setup import make_engine
-from timer_controller.db.statements import LEASE_LOSSES_BEFORE_FAILING
+from timer_controller.db.statements import LEASE_LOSSES_BEFORE_FAILING, UNSENT_LEASE_LOST
 from timer_controller.domain.task import Status, Transition
 
 LEASE_S = 60.0
@@ -254,8 +254,9 @@ def test_a_task_due_within_the_lookahead_is_claimed_with_its_delay_and_a_lease_c
     elapsed_s = (result.db_now - row["created_at"]).total_seconds()
     assert task.delay_s == pytest.approx(max(0.0, 0.2 - elapsed_s), abs=1e-6)
     assert 0.0 <= task.delay_s <= 0.2
-    assert row["lease_expires_at"] >= row["due_at"] + timedelta(seconds=LEASE_S)
+    # From the claim, covering the wait: the holder renews it (runtime/leases.py).
     assert row["lease_expires_at"] >= result.db_now + timedelta(seconds=LEASE_S)
+    assert row["lease_expires_at"] > row["due_at"]
 
 
 def test_now_is_the_database_clock(db: TestDatabase, repo: TaskRepository) -> None:
@@ -703,3 +704,40 @@ def test_count_backlog_counts_only_due_unclaimed_tasks(
     assert repo.count_backlog() == 3
     claim(repo, "me", limit=1)
     assert repo.count_backlog() == 2
+
+
+def test_a_lease_that_ended_before_the_due_time_returns_without_spending_the_attempt(
+    db: TestDatabase, repo: TaskRepository
+) -> None:
+    # Claimed ahead, its pod gone before the due time: certainly never sent.
+    unsent = insert_task(db, due_in_s=30)
+    maybe_sent = insert_task(db, due_in_s=-30)
+    for task_id in (unsent, maybe_sent):
+        set_row(
+            db,
+            task_id,
+            "status = 'claimed', owner = 'gone', attempts = 2, "
+            "lease_expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND",
+        )
+
+    assert repo.sweep_expired_leases(default_max_attempts=3) == 2
+
+    first, second = fetch(db, unsent), fetch(db, maybe_sent)
+    assert (first["status"], first["attempts"], first["owner"]) == ("waiting", 1, None)
+    assert first["last_error"] == UNSENT_LEASE_LOST
+    assert (second["status"], second["attempts"]) == ("waiting", 2)
+    assert second["last_error"] == "lease expired: the pod holding it stopped; retrying"
+
+
+def test_renewing_extends_only_this_holders_claims(db: TestDatabase, repo: TaskRepository) -> None:
+    mine, theirs, done = (insert_task(db, due_in_s=-1) for _ in range(3))
+    claim(repo, "me")  # all three
+    set_row(db, theirs, "owner = 'other'")
+    set_row(db, done, "status = 'done', owner = NULL, lease_expires_at = NULL")
+    before = sql_now(db.engine)
+
+    assert repo.renew_leases(owner="me", task_ids=[mine, theirs, done], lease_s=600) == 1
+
+    assert fetch(db, mine)["lease_expires_at"] >= before + timedelta(seconds=600)
+    assert fetch(db, theirs)["lease_expires_at"] < before + timedelta(seconds=600)
+    assert fetch(db, done)["lease_expires_at"] is None

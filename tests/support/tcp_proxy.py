@@ -1,15 +1,22 @@
-"""A small threaded TCP proxy the e2e tests can cut and restore: a database outage on demand.
+"""A small threaded TCP proxy the e2e tests can cut, restore, freeze and thaw.
 
     with TcpProxy("127.0.0.1", 3306) as proxy:
         env = db.env(DB_HOST="127.0.0.1", DB_PORT=str(proxy.port))
         ...
         proxy.cut()      # every live connection is reset; new ones are reset at once
         proxy.restore()  # new connections reach the server again
+        proxy.freeze()   # nothing is relayed either way; every socket stays open
+        proxy.thaw()     # relaying resumes, held bytes first
 
 While cut, the proxy keeps its listening socket (so the port cannot be taken by
 another process before ``restore``) but resets every connection it accepts
 before a byte is forwarded: to a MySQL client that is a connection lost during
 the handshake, as when a server or the network between goes away.
+
+While frozen, it is a *silent* fault: dropped packets, a hung server, a
+partition that resets nothing. Connections stay open and new ones are accepted
+(the kernel completes the handshake), but no byte moves in either direction
+until ``thaw``; a client sees only its own timeouts.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._is_cut = False
+        # Set while relaying; pumps and new connections wait on it while frozen.
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._closed = threading.Event()
         #: Connections accepted so far, forwarded or reset.
         self.accepted = 0
@@ -80,8 +90,20 @@ class TcpProxy:
         with self._lock:
             self._is_cut = False
 
+    @property
+    def is_frozen(self) -> bool:
+        return not self._flowing.is_set()
+
+    def freeze(self) -> None:
+        """Stop relaying in both directions, keeping every connection open, until ``thaw``."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()  # frozen pumps wake, and end with their sockets
         self._acceptor.join(5)
         self.cut()
         with contextlib.suppress(OSError):
@@ -114,7 +136,18 @@ class TcpProxy:
                     target=self._connect, args=(client,), name="proxy-conn", daemon=True
                 ).start()
 
+    def _wait_flowing(self) -> bool:
+        """Block while frozen; False once the proxy is closing."""
+        while not self._flowing.wait(_ACCEPT_POLL_S):
+            if self._closed.is_set():
+                return False
+        return not self._closed.is_set()
+
     def _connect(self, client: socket.socket) -> None:
+        # A connection made while frozen waits, open and silent, like the rest.
+        if not self._wait_flowing():
+            _reset(client)
+            return
         if self._is_cut:
             with self._lock:
                 self.refused += 1
@@ -141,9 +174,11 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         """Copy ``src`` to ``dst`` until either side ends; then end both."""
         try:
-            while True:
+            # Waiting before the read too, so a frozen proxy leaves bytes in the
+            # kernel's buffers, as a silent network does, rather than in ours.
+            while self._wait_flowing():
                 data = src.recv(_CHUNK)
-                if not data:
+                if not data or not self._wait_flowing():
                     break
                 dst.sendall(data)
         except OSError:

@@ -31,7 +31,37 @@ def argv(service: dict[str, Any], key: str) -> list[str]:
 
 
 def test_the_demo_services_exist(services: dict[str, Any]) -> None:
-    assert {"mysql", "migrate", "controller", "api", "receiver"} <= services.keys()
+    assert {
+        "mysql",
+        "rabbitmq",
+        "migrate",
+        "controller",
+        "worker",
+        "api",
+        "receiver",
+    } <= services.keys()
+
+
+def test_rabbitmq_has_a_health_check_the_others_wait_for(services: dict[str, Any]) -> None:
+    check = services["rabbitmq"]["healthcheck"]["test"]
+    assert check[0] in ("CMD", "CMD-SHELL")
+    assert "rabbitmq-diagnostics" in " ".join(check)
+    for name in ("controller", "worker"):
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_workers_run_replicas_with_no_database_settings(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert argv(worker, "command") == ["worker"]
+    assert worker["deploy"]["replicas"] >= 2
+    assert not [name for name in worker["environment"] if name.startswith("DB_")]
+    assert worker["environment"]["AMQP_URL"] == services["controller"]["environment"]["AMQP_URL"]
+
+
+def test_controllers_hand_off_through_the_broker(services: dict[str, Any]) -> None:
+    environment = services["controller"]["environment"]
+    assert environment["DISPATCH"] == "amqp"
+    assert environment["AMQP_URL"].startswith("amqp://")
 
 
 def test_controller_runs_two_replicas(services: dict[str, Any]) -> None:
@@ -63,6 +93,7 @@ def test_controller_and_receiver_share_a_valid_webhook_secret(
 ) -> None:
     secret = services["controller"]["environment"]["WEBHOOK_SECRET"]
     assert services["receiver"]["environment"]["WEBHOOK_SECRET"] == secret
+    assert services["worker"]["environment"]["WEBHOOK_SECRET"] == secret
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 24
 

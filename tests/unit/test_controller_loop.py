@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from timer_controller.domain.destination import url_prefix
 from timer_controller.domain.retry import RetryPolicy
 from timer_controller.domain.task import (
     ClaimBatch,
@@ -52,20 +53,37 @@ class FakeStore:
     recorded: list[Transition] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
+    out: dict[int, ClaimedTask] = field(default_factory=dict)
+    renewed: list[list[int]] = field(default_factory=list)
     claim_error: BaseException | None = None
     record_error: StorageError | None = None
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimBatch:
         self.limits.append(limit)
         if self.claim_error is not None and not self.due:
             raise self.claim_error
-        taken, self.due = self.due[:limit], self.due[limit:]
-        return ClaimBatch(tasks=taken, selected_at=time.monotonic())
+        eligible = [t for t in self.due if url_prefix(t.url) not in skip_prefixes][:limit]
+        self.due = [t for t in self.due if t not in eligible]
+        self.out.update((t.id, t) for t in eligible)
+        return ClaimBatch(tasks=eligible, selected_at=time.monotonic())
+
+    async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
+        self.renewed.append(sorted(task_ids))
+        return len(task_ids)
 
     async def release(self, *, owner: str, task_ids: Collection[int]) -> int:
+        """Handed back: waiting again, claimable by the next claim in due order."""
         self.released.extend(sorted(task_ids))
+        self.due += [self.out.pop(i) for i in task_ids if i in self.out]
+        self.due.sort(key=lambda t: (t.due_at, t.id))
         return len(task_ids)
 
     async def record(self, *, owner: str | None, transitions: Sequence[Transition]) -> int:

@@ -41,7 +41,7 @@ _REASONS = {
     2003: "connection refused or unreachable (is the server running and the port right?)",
     2005: "unknown host (check DB_HOST)",
     2006: "server has gone away",
-    2013: "lost connection to the server",
+    2013: "lost connection, or no answer within DB_TIMEOUT",
 }
 
 

@@ -6,7 +6,7 @@ sweep, and a claim never waits behind an outcome write:
 
 | lane     | runs                                  |
 |----------|---------------------------------------|
-| claims   | claim_due, release                    |
+| claims   | claim_due, renew_leases, release      |
 | writes   | record_outcomes                       |
 | sweeps   | the lease sweep                       |
 | upkeep   | purge, backlog count                  |
@@ -38,12 +38,22 @@ class AsyncStorage:
         self._upkeep = ThreadPoolExecutor(1, thread_name_prefix="upkeep")
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimBatch:
         result = await self._on(
             self._claims,
             lambda: self._repo.claim_due(
-                owner=owner, limit=limit, lease_s=lease_s, lookahead_s=lookahead_s
+                owner=owner,
+                limit=limit,
+                lease_s=lease_s,
+                lookahead_s=lookahead_s,
+                skip_prefixes=skip_prefixes,
             ),
         )
         if result.db_now is not None and result.local_before is not None:
@@ -51,6 +61,12 @@ class AsyncStorage:
                 result.db_now, local_before=result.local_before, uncertainty_s=result.select_s
             )
         return ClaimBatch(tasks=result.tasks, selected_at=result.selected_at)
+
+    async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
+        return await self._on(
+            self._claims,
+            lambda: self._repo.renew_leases(owner=owner, task_ids=task_ids, lease_s=lease_s),
+        )
 
     async def release(self, *, owner: str, task_ids: Collection[int]) -> int:
         return await self._on(
@@ -87,9 +103,14 @@ class AsyncStorage:
         return await self._on(self._upkeep, self._repo.count_backlog)
 
     def close(self) -> None:
-        """Let the lanes' threads end; a call still running finishes on its own."""
+        """Let the lanes' threads end; a call still running finishes on its own.
+
+        Calls queued behind it are dropped: at exit the interpreter waits for
+        each lane's thread, and a silent database would make each queued
+        call cost another DB_TIMEOUT.
+        """
         for lane in (self._claims, self._writes, self._sweeps, self._upkeep):
-            lane.shutdown(wait=False)
+            lane.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     async def _on(lane: ThreadPoolExecutor, work: Callable[[], R]) -> R:

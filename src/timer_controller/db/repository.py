@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,7 +155,13 @@ class TaskRepository:
 
     @storage_operation
     def claim_due(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
     ) -> ClaimResult:
         """Claim up to ``limit`` waiting tasks due within ``lookahead_s``, oldest first.
 
@@ -168,7 +174,10 @@ class TaskRepository:
         with self._sessions() as session, session.begin():
             local_before, started = utc_now(), time.monotonic()
             select = sql.claim_select(
-                limit=limit, lookahead_s=lookahead_s, max_body_bytes=self._max_body_bytes
+                limit=limit,
+                lookahead_s=lookahead_s,
+                max_body_bytes=self._max_body_bytes,
+                skip_prefixes=skip_prefixes,
             )
             rows = session.execute(select).all()
             selected_at = time.monotonic()
@@ -255,6 +264,19 @@ class TaskRepository:
                     # Only that statement was rolled back: find the row at fault.
                     written += sum(_write_alone(session, t, owner) for t in batch)
         return written
+
+    @storage_operation
+    def renew_leases(self, *, owner: str, task_ids: Iterable[int], lease_s: float) -> int:
+        """Extend the leases this holder still has on ``task_ids`` to now + ``lease_s``."""
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        with self._sessions() as session, session.begin():
+            result = session.execute(
+                sql.renew_update(owner=owner, task_ids=ids, lease_s=lease_s),
+                execution_options=_NO_SYNC,
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     @storage_operation
     def release(self, *, owner: str, task_ids: Iterable[int]) -> int:

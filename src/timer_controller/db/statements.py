@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     TextClause,
     Update,
+    and_,
     case,
     delete,
     func,
@@ -41,6 +42,7 @@ MIGRATION_LOCK = "CONCAT('timer_controller.migrate.', MD5(DATABASE()))"
 # to waiting; one that keeps losing its pods this many times beyond its
 # attempts is taken to be what kills them, and fails instead of looping.
 LEASE_LOSSES_BEFORE_FAILING = 3
+UNSENT_LEASE_LOST = "lease expired before the due time: never sent; the attempt is not spent"
 
 _CLAIMED = Status.CLAIMED.value
 _WAITING = Status.WAITING.value
@@ -87,7 +89,7 @@ def _sql_literal(value: int | datetime | None) -> str:
 
 
 def claim_select(
-    *, limit: int, lookahead_s: float, max_body_bytes: int
+    *, limit: int, lookahead_s: float, max_body_bytes: int, skip_prefixes: Collection[str] = ()
 ) -> Select[*tuple[Any, ...]]:
     """The claim's SELECT: due waiting rows, oldest first, skipping locked ones.
 
@@ -95,11 +97,13 @@ def claim_select(
     ``limit`` rows, so finished rows are never walked. A body longer than
     ``max_body_bytes`` is never sent over the wire (it would be refused
     anyway, and 16 MB bodies in a batch cost gigabytes): ``body`` is NULL
-    for it and ``body_bytes`` says how long it is.
+    for it and ``body_bytes`` says how long it is. Rows whose URL starts
+    with one of ``skip_prefixes`` (``scheme://authority`` of a destination at
+    its limit) are left waiting for a later claim.
     """
     now = utc_now_sql()
     body_bytes = func.length(Task.body)
-    return (
+    query = (
         select(
             Task.id,
             Task.url,
@@ -117,17 +121,27 @@ def claim_select(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if skip_prefixes:
+        # SUBSTRING_INDEX(url, '/', 3) is domain.destination.url_prefix in SQL.
+        prefix = func.substring_index(Task.url, "/", 3)
+        query = query.where(prefix.not_in(sorted(skip_prefixes)))
+    return query
 
 
 def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:
-    """Mark selected rows claimed; the lease runs from the later of now and ``due_at``."""
+    """Mark selected rows claimed, the lease running from now.
+
+    From now, not from ``due_at``: the holder renews it while it waits
+    (``renew_update``), so a lease that ends before ``due_at`` proves the
+    holder was gone before it could send (see ``sweep_update``).
+    """
     return (
         update(Task)
         .where(Task.id.in_(task_ids))
         .values(
             status=_CLAIMED,
             owner=owner,
-            lease_expires_at=plus_s(func.greatest(Task.due_at, utc_now_sql()), lease_s),
+            lease_expires_at=plus_s(utc_now_sql(), lease_s),
             attempts=Task.attempts + 1,
         )
     )
@@ -187,6 +201,15 @@ def outcome_update(
     return update(Task).where(*guard).values(values)
 
 
+def renew_update(*, owner: str, task_ids: Collection[int], lease_s: float) -> Update:
+    """Extend this holder's leases on claims it still holds to now + ``lease_s``."""
+    return (
+        update(Task)
+        .where(Task.id.in_(task_ids), Task.owner == owner, Task.status == _CLAIMED)
+        .values(lease_expires_at=plus_s(utc_now_sql(), lease_s))
+    )
+
+
 def release_update(*, owner: str, task_ids: Collection[int]) -> Update:
     """Hand back claims never sent: waiting again, the attempt not spent."""
     return (
@@ -202,27 +225,46 @@ def release_update(*, owner: str, task_ids: Collection[int]) -> Update:
 
 
 def sweep_update(*, default_max_attempts: int, limit: int) -> Update:
-    """Expired leases back to ``waiting``; reads the claimed prefix of the index."""
+    """Expired leases back to ``waiting``; reads the claimed prefix of the index.
+
+    A lease that ended before the task's due time was certainly never sent
+    (nothing fires early, and a live holder renews its leases): it returns
+    with its attempt given back. Any other may have been sent, so it counts,
+    and the poison guard counts only those.
+    """
     now = utc_now_sql()
-    hopeless = Task.attempts >= (
-        func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING
-    )
     # A claim writes status and lease in one statement, so a claimed row with
     # no lease was written by hand; it would otherwise never be swept.
     no_lease = Task.lease_expires_at.is_(None)
+    unsent = and_(~no_lease, Task.lease_expires_at < Task.due_at)
+    hopeless = and_(
+        ~unsent,
+        Task.attempts
+        >= func.coalesce(Task.max_attempts, default_max_attempts) + LEASE_LOSSES_BEFORE_FAILING,
+    )
+    # MySQL evaluates SET assignments left to right, each seeing the ones
+    # before it: every CASE reads the lease and the attempts before they change.
     return (
         update(Task)
         .where(Task.status == _CLAIMED, or_(Task.lease_expires_at < now, no_lease))
-        .values(
-            status=case((hopeless, Status.FAILED.value), else_=_WAITING),
-            finished_at=case((hopeless, now), else_=None),
-            last_error=case(
-                (hopeless, "lease expired too often: the task may be crashing its pods"),
-                (no_lease, "claimed with no lease (written by hand?); retrying"),
-                else_="lease expired: the pod holding it stopped; retrying",
+        .ordered_values(
+            (Task.status, case((hopeless, Status.FAILED.value), else_=_WAITING)),
+            (Task.finished_at, case((hopeless, now), else_=None)),
+            (
+                Task.last_error,
+                case(
+                    (hopeless, "lease expired too often: the task may be crashing its pods"),
+                    (no_lease, "claimed with no lease (written by hand?); retrying"),
+                    (unsent, UNSENT_LEASE_LOST),
+                    else_="lease expired: the pod holding it stopped; retrying",
+                ),
             ),
-            owner=None,
-            lease_expires_at=None,
+            (
+                Task.attempts,
+                case((unsent, func.greatest(Task.attempts - 1, 0)), else_=Task.attempts),
+            ),
+            (Task.owner, None),
+            (Task.lease_expires_at, None),
         )
         .with_dialect_options(mysql_limit=limit)
     )

@@ -11,18 +11,22 @@ storage, sender, writer and clock are handed in (bootstrap, or a test's fakes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from timer_controller.domain.retry import RetryPolicy, decide
-from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass, Status
+from timer_controller.domain.task import ClaimBatch, ClaimedTask, Outcome, OutcomeClass
 from timer_controller.errors import BadData, DatabaseUnavailable, StorageError
 from timer_controller.ops.metrics import Metrics
+from timer_controller.runtime.destinations import DestinationSlots, hand_back_over_limit
+from timer_controller.runtime.leases import LeaseKeeper
+from timer_controller.runtime.outcomes import report
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
-from timer_controller.runtime.writer import OutcomeWriter
+from timer_controller.runtime.waits import set_when_done, short_ids, wait_any
+from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,12 @@ class LoopConfig:
     shutdown_grace_s: float
     retry_number: int
     reconnect_wait_s: float
+    #: MAX_IN_FLIGHT_PER_HOST; None: no limit below max_in_flight.
+    host_limit: int | None = None
+    #: DB_TIMEOUT: after the grace, how long the hand-back may take.
+    db_timeout_s: float = 10.0
+    #: WEBHOOK_TIMEOUT: a request starts only while its lease covers it.
+    webhook_timeout_s: float = 10.0
 
     @property
     def claim_horizon_s(self) -> float:
@@ -100,7 +110,7 @@ class Controller:
     def __init__(
         self,
         claims: ClaimStore,
-        sender: Sender,
+        sender: Sender | None,
         writer: OutcomeWriter,
         config: LoopConfig,
         *,
@@ -116,7 +126,25 @@ class Controller:
         self._metrics = metrics
         self._db_now = db_now
         self._slots: set[_Slot] = set()
+        self._destinations = DestinationSlots(config.host_limit or config.max_in_flight)
+        self._leases = LeaseKeeper(
+            claims,
+            owner=config.owner,
+            lease_s=config.lease_s,
+            webhook_timeout_s=config.webhook_timeout_s,
+        )
+        #: A claim the loop stopped waiting for at shutdown; it ends on its own thread.
+        self._abandoned: asyncio.Future[int] | None = None
+        #: Set at shutdown: claims that still arrive are handed back, not started.
+        self._stopping = False
+        self._late: set[int] = set()
+        #: True once shutdown gave up on a database that did not answer in time.
+        self.gave_up = False
+        self._lost_reported = False
         self._slot_freed = asyncio.Event()
+        # Set when a destination at its limit gets room: its rows, skipped by
+        # the last claim, are due now and must not wait a poll interval.
+        self._room_freed = asyncio.Event()
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
 
@@ -131,12 +159,12 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; 0 after a graceful stop, 1 after a failure."""
         writer = asyncio.create_task(self._writer.run(), name="outcome-writer")
-        watcher = asyncio.create_task(_set_when_done(stop, writer))
+        watcher = asyncio.create_task(set_when_done(stop, writer))
         code = 0
         try:
             await self._claim_loop(stop)
         except DatabaseUnavailable as exc:
-            log.error("database lost: %s; exiting so the pod restarts", exc)
+            self._report_lost(str(exc))
             code = 1
         except Exception:
             # Whatever it was, the claims this pod holds are handed back below.
@@ -150,6 +178,7 @@ class Controller:
         config, failures = self._config, 0
         while not stop.is_set():
             self.last_tick = time.monotonic()
+            self._leases.renew_when_due([s.task for s in self._slots if s.sent_at is None])
             limit = claim_size(
                 free_slots=config.max_in_flight - len(self._slots),
                 batch_size=config.batch_size,
@@ -159,14 +188,23 @@ class Controller:
                 limit = 0  # memory, not slots, is what runs out: wait for bodies to go
             if limit == 0:
                 self._slot_freed.clear()
-                await _wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
+                await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
                 continue
+            if not self._may_claim():
+                await wait_any(stop, timeout_s=config.poll_interval_s)
+                continue
+            self._room_freed.clear()
+            claim = asyncio.ensure_future(self._claim(limit))
+            if not await self._done_before_stop(claim, stop):
+                self._abandoned = claim
+                self._stopping = True
+                return
             try:
-                claimed = await self._claim(limit)
+                claimed = claim.result()
             except BadData as exc:
                 # A row's value, not the connection: waiting a while is all there is to do.
                 log.error("claim refused by the database: %s", exc.reason)
-                await _wait_any(stop, timeout_s=config.poll_interval_s)
+                await wait_any(stop, timeout_s=config.poll_interval_s)
                 continue
             except StorageError as exc:
                 failures += 1
@@ -176,14 +214,25 @@ class Controller:
                 )
                 if failures >= config.retry_number:
                     raise DatabaseUnavailable(f"claims failed {failures} times in a row") from exc
-                await _wait_any(stop, timeout_s=config.reconnect_wait_s)
+                await wait_any(stop, timeout_s=config.reconnect_wait_s)
                 continue
             failures = 0
             if claimed < limit:
                 # Nothing more is due within the look-ahead window.
-                await _wait_any(stop, timeout_s=config.poll_interval_s)
+                await wait_any(stop, self._room_freed, timeout_s=config.poll_interval_s)
             else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
+
+    async def _done_before_stop(self, work: asyncio.Future[int], stop: asyncio.Event) -> bool:
+        """Wait for ``work``; False if a stop came first.
+
+        The loop is alive while a database call is slow (each ends within
+        DB_TIMEOUT), so it keeps ticking for /healthz meanwhile.
+        """
+        while not work.done() and not stop.is_set():
+            self.last_tick = time.monotonic()
+            await wait_any(stop, timeout_s=self._config.poll_interval_s, also=work)
+        return work.done()
 
     async def _claim(self, limit: int) -> int:
         """Claim up to ``limit`` tasks and start them; how many were claimed.
@@ -197,34 +246,47 @@ class Controller:
         horizon_s = config.claim_horizon_s
         claimed, ahead = 0, limit
         if horizon_s <= 0 or room < limit:
-            claimed = self._start(await self._claim_within(limit, 0.0))
+            claimed = await self._claim_within(limit, 0.0)
             ahead = min(limit - claimed, room) if horizon_s > 0 else 0
-        if ahead > 0:
-            claimed += self._start(await self._claim_within(ahead, horizon_s))
+        if ahead > 0 and not self._stopping:
+            claimed += await self._claim_within(ahead, horizon_s)
         return claimed
 
-    async def _claim_within(self, limit: int, lookahead_s: float) -> ClaimBatch:
-        return await self._claims.claim(
+    async def _claim_within(self, limit: int, lookahead_s: float) -> int:
+        """One claim; its tasks start, or wait for room (``_defer``), or go back at a stop."""
+        batch = await self._claims.claim(
             owner=self._config.owner,
             limit=limit,
             lease_s=self._config.lease_s,
             lookahead_s=lookahead_s,
+            skip_prefixes=self._destinations.skip_prefixes(),
         )
+        if self._stopping:  # the loop stopped waiting for this claim: hand it all back
+            self._late.update(t.id for t in batch.tasks)
+            return len(batch.tasks)
+        kept, deferred = self._destinations.admit(batch.tasks)
+        self._start(batch, kept)
+        await self._defer(deferred)
+        return len(batch.tasks)
 
-    def _start(self, batch: ClaimBatch) -> int:
-        if not batch.tasks:
-            return 0
-        self._metrics.claimed.inc(len(batch.tasks))
-        ids = [t.id for t in batch.tasks]
+    def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
+        if not tasks:
+            return
+        self._metrics.claimed.inc(len(tasks))
+        self._count_destinations()
+        ids = [t.id for t in tasks]
         log.info(
-            "claimed %d tasks: %s", len(ids), _ids(ids), extra={"event": "claimed", "task_ids": ids}
+            "claimed %d tasks: %s",
+            len(ids),
+            short_ids(ids),
+            extra={"event": "claimed", "task_ids": ids},
         )
-        for task in batch.tasks:
+        for task in tasks:
+            self._leases.claimed(task, selected_at=batch.selected_at)
             slot = _Slot(task)
             slot.handle = asyncio.create_task(self._deliver(slot, batch.selected_at + task.delay_s))
             self._slots.add(slot)
         self._metrics.held.set(len(self._slots))
-        return len(batch.tasks)
 
     async def _deliver(self, slot: _Slot, fire_at: float) -> None:
         try:
@@ -233,65 +295,76 @@ class Controller:
             wait_s = fire_at - time.monotonic()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
+            if slot.task.delay_s > 0 and not self._destinations.take(slot.task):
+                # Claimed ahead, due now, its destination full: back to waiting.
+                await self._defer([slot.task])
+                return
+            if not self._leases.may_send(slot.task):
+                log.warning(
+                    "task %d not sent: its lease could not be renewed in time; "
+                    "it returns when the lease expires",
+                    slot.task.id,
+                    extra={"event": "lease_unrenewed", "task_id": slot.task.id},
+                )
+                return
             slot.sent_at = self._db_now()
-            self._metrics.in_flight.inc()
-            try:
-                outcome = await self._sender.fire(slot.task)
-            finally:
-                self._metrics.in_flight.dec()
-            self._record(slot.task, outcome)
+            await self._fire(slot, fire_at)
         finally:
             self._slots.discard(slot)
+            if self._destinations.is_full(slot.task):
+                self._room_freed.set()
+            self._destinations.finished(slot.task)
+            self._leases.forget(slot.task)
+            self._count_destinations()
             self._metrics.held.set(len(self._slots))
             self._slot_freed.set()
 
-    def _record(self, task: ClaimedTask, outcome: Outcome) -> None:
-        transition = decide(task, outcome, policy=self._retry, now=self._db_now())
-        self._writer.add(transition)
-        m, klass = self._metrics, outcome.klass.value
-        m.fired.labels(klass).inc()
-        m.request_duration.observe(outcome.duration_s)
-        lateness_s = None
-        if outcome.fired_at is not None:
-            lateness_s = max(0.0, (outcome.fired_at - task.due_at).total_seconds())
-            m.lateness.observe(lateness_s)
-        if transition.status is Status.DONE:
-            m.done.inc()
-            event, level = "done", logging.INFO
-        elif transition.status is Status.FAILED:
-            m.failed.labels(klass).inc()
-            event, level = "failed", logging.WARNING
-        else:
-            m.retried.labels(klass).inc()
-            event, level = "retry", logging.INFO
-        if log.isEnabledFor(level):
-            next_due_at = transition.next_due_at
-            log.log(
-                level,
-                "task %d %s: %s (attempt %d)%s",
-                task.id,
-                event,
-                outcome.error or f"HTTP {outcome.status_code}",
-                task.attempt,
-                f", next try at {next_due_at:%H:%M:%S.%f}Z" if next_due_at else "",
-                extra={
-                    "event": event,
-                    "task_id": task.id,
-                    "attempt": task.attempt,
-                    "outcome": klass,
-                    "status_code": outcome.status_code,
-                    "error": outcome.error,
-                    "lateness_s": lateness_s,
-                    "duration_s": round(outcome.duration_s, 6),
-                    "next_due_at": next_due_at,
-                },
+    def _may_claim(self) -> bool:
+        """Whether to claim now (``HandOffController`` waits for its broker)."""
+        return True
+
+    async def _fire(self, slot: _Slot, fire_at: float) -> None:
+        """Send one due attempt and record its outcome (DISPATCH=direct)."""
+        assert self._sender is not None, "direct dispatch needs a sender"
+        self._metrics.in_flight.inc()
+        try:
+            outcome = await self._sender.fire(slot.task)
+        finally:
+            self._metrics.in_flight.dec()
+        self._record(slot.task, outcome)
+
+    async def _defer(self, tasks: list[ClaimedTask]) -> None:
+        if tasks:
+            self._metrics.deferred.inc(len(tasks))
+            await hand_back_over_limit(
+                self._claims, owner=self._config.owner, limit=self._destinations.limit, tasks=tasks
             )
 
+    def _count_destinations(self) -> None:
+        self._metrics.destination_busiest.set(self._destinations.busiest())
+        self._metrics.destinations_at_limit.set(self._destinations.at_limit())
+
+    def _record(
+        self, task: ClaimedTask, outcome: Outcome, *, on_commit: OnCommit | None = None
+    ) -> None:
+        transition = decide(task, outcome, policy=self._retry, now=self._db_now())
+        self._writer.add(transition, on_commit=on_commit)
+        report(self._metrics, task, outcome, transition)
+
     async def _shutdown(self, writer: asyncio.Task[None]) -> int:
-        """Hand back unsent claims at once, let requests finish, record the rest, flush."""
+        """Hand back unsent claims at once, let requests finish, record the rest, flush.
+
+        All of it within SHUTDOWN_GRACE + DB_TIMEOUT: a database that cannot
+        take the hand-back in that time is given up on, since the leases
+        return whatever it did not take.
+        """
+        config = self._config
+        deadline = time.monotonic() + config.shutdown_grace_s + config.db_timeout_s
+        self._leases.stop()
         unsent = [s for s in self._slots if s.sent_at is None]
         await self._cancel(unsent)
-        await self._release(unsent)
+        # Concurrent with the grace: a silent database must not eat into it.
+        hand_back = asyncio.create_task(self._hand_back({s.task.id for s in unsent}))
         in_flight = [s.handle for s in self._slots if s.handle is not None]
         if in_flight and not writer.done():
             log.info(
@@ -300,22 +373,17 @@ class Controller:
                 len(in_flight),
             )
             await asyncio.wait(in_flight, timeout=self._config.shutdown_grace_s)
-        # Sent but unanswered: that was an attempt, whatever the receiver did with it.
         late = list(self._slots)
         await self._cancel(late)
-        for slot in late:
-            outcome = Outcome(
-                slot.task.id,
-                OutcomeClass.TIMEOUT,
-                error=NO_ANSWER_BEFORE_SHUTDOWN,
-                fired_at=slot.sent_at,
-            )
-            self._record(slot.task, outcome)
+        await self._unanswered(late)
         self._writer.close()
+        await asyncio.wait([hand_back, writer], timeout=max(0.0, deadline - time.monotonic()))
+        if not (hand_back.done() and writer.done()):
+            return self._give_up(hand_back, writer, config.shutdown_grace_s + config.db_timeout_s)
         try:
             await writer
         except DatabaseUnavailable as exc:
-            log.error("database lost: %s", exc)
+            self._report_lost(str(exc))
             return 1
         except Exception:
             # Unwritten outcomes come back when their leases expire; exit 1
@@ -324,6 +392,47 @@ class Controller:
             return 1
         return 0
 
+    async def _unanswered(self, slots: list[_Slot]) -> None:
+        """Sent but unanswered: that was an attempt, whatever the receiver did with it."""
+        for slot in slots:
+            outcome = Outcome(
+                slot.task.id,
+                OutcomeClass.TIMEOUT,
+                error=NO_ANSWER_BEFORE_SHUTDOWN,
+                fired_at=slot.sent_at,
+            )
+            self._record(slot.task, outcome)
+
+    def _give_up(
+        self, hand_back: asyncio.Task[None], writer: asyncio.Task[None], budget_s: float
+    ) -> int:
+        hand_back.cancel()
+        writer.cancel()
+        self.gave_up = True
+        log.error(
+            "the database did not take the hand-back within %gs (SHUTDOWN_GRACE + DB_TIMEOUT); "
+            "giving up on it: the leases will return the claims it did not take, "
+            "and they fire again",
+            budget_s,
+            extra={"event": "gave_up"},
+        )
+        return 1
+
+    def _report_lost(self, reason: str) -> None:
+        """One ERROR line for a lost database, whichever part noticed first."""
+        if self._lost_reported:
+            log.warning("also: %s", reason)
+            return
+        self._lost_reported = True
+        log.error("database lost: %s; exiting so the pod restarts", reason)
+
+    async def _hand_back(self, ids: set[int]) -> None:
+        """Release unsent claims, with those of a claim abandoned at the stop."""
+        if self._abandoned is not None:
+            with contextlib.suppress(StorageError):  # a failed claim claimed nothing
+                await self._abandoned  # what it claimed is in self._late
+        await self._release(ids | self._late)
+
     @staticmethod
     async def _cancel(slots: list[_Slot]) -> None:
         handles = [s.handle for s in slots if s.handle is not None]
@@ -331,8 +440,7 @@ class Controller:
             handle.cancel()
         await asyncio.gather(*handles, return_exceptions=True)
 
-    async def _release(self, slots: list[_Slot]) -> None:
-        ids = {s.task.id for s in slots}
+    async def _release(self, ids: set[int]) -> None:
         if not ids:
             return
         try:
@@ -346,30 +454,6 @@ class Controller:
         log.info(
             "handed back %d unfired claims: %s",
             len(ids),
-            _ids(ids),
+            short_ids(ids),
             extra={"event": "released", "task_ids": sorted(ids)},
         )
-
-
-async def _set_when_done(stop: asyncio.Event, writer: asyncio.Task[None]) -> None:
-    # A writer that gives up ends the claim loop too: there is no point firing
-    # tasks whose outcomes cannot be recorded.
-    await asyncio.wait([writer])
-    stop.set()
-
-
-async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:
-    """Until one of ``events`` is set, or ``timeout_s`` passes."""
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-def _ids(ids: Iterable[int]) -> str:
-    listed = sorted(ids)
-    if len(listed) <= 20:
-        return ",".join(map(str, listed))
-    return f"{','.join(map(str, listed[:10]))},…,{listed[-1]} ({len(listed)} ids)"

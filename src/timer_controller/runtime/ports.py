@@ -19,8 +19,18 @@ DbClock = Callable[[], datetime]
 
 class ClaimStore(Protocol):
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, lookahead_s: float
-    ) -> ClaimBatch: ...
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
+    ) -> ClaimBatch:
+        """Due tasks, oldest first; none whose URL starts with one of ``skip_prefixes``."""
+        ...
+
+    async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int: ...
 
     async def release(self, *, owner: str, task_ids: Collection[int]) -> int: ...
 

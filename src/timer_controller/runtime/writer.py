@@ -3,6 +3,11 @@
 A crash between a fire and its flush means the lease expires and the task
 fires again: a repeat, never a loss. A write is never cancelled half way:
 the store runs it on its own thread, and the final flush is awaited.
+
+With DISPATCH=amqp an outcome arrives as a broker message; its ``on_commit``
+(the ack) runs only once the batch holding it is committed. Rows the write
+did not change (their attempt was superseded or already recorded) are
+counted as stale.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from timer_controller.domain.task import Transition
 from timer_controller.errors import DatabaseUnavailable, StorageError
@@ -17,6 +23,8 @@ from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.ports import OutcomeStore
 
 log = logging.getLogger(__name__)
+
+OnCommit = Callable[[], Awaitable[None]]
 
 
 class OutcomeWriter:
@@ -39,11 +47,14 @@ class OutcomeWriter:
         self._reconnect_wait_s = reconnect_wait_s
         self._metrics = metrics
         self._pending: list[Transition] = []
+        self._on_commit: list[OnCommit] = []
         self._wake = asyncio.Event()
         self._closing = False
 
-    def add(self, transition: Transition) -> None:
+    def add(self, transition: Transition, *, on_commit: OnCommit | None = None) -> None:
         self._pending.append(transition)
+        if on_commit is not None:
+            self._on_commit.append(on_commit)
         if len(self._pending) == 1 or len(self._pending) >= self._batch:
             self._wake.set()
 
@@ -69,10 +80,10 @@ class OutcomeWriter:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        on_commit, self._on_commit = self._on_commit, []
         for attempt in range(1, self._retry_number + 1):
             try:
-                await self._store.record(owner=self._owner, transitions=batch)
-                return
+                written = await self._store.record(owner=self._owner, transitions=batch)
             except StorageError as exc:
                 self._metrics.db_reconnects.inc()
                 log.warning(
@@ -84,7 +95,22 @@ class OutcomeWriter:
                 )
                 if attempt < self._retry_number:
                     await asyncio.sleep(self._reconnect_wait_s)
+                continue
+            self._committed(len(batch), written)
+            if on_commit:
+                await asyncio.gather(*(ack() for ack in on_commit))
+            return
         raise DatabaseUnavailable(
             f"could not record {len(batch)} outcomes after {self._retry_number} tries; "
             "their leases will expire and they will fire again"
         )
+
+    def _committed(self, sent: int, written: int) -> None:
+        self._metrics.outcomes_recorded.inc(written)
+        if written < sent:
+            self._metrics.outcomes_stale.inc(sent - written)
+            log.info(
+                "%d outcomes were stale (their attempt was superseded or already recorded)",
+                sent - written,
+                extra={"event": "stale_outcomes", "count": sent - written},
+            )

@@ -1,0 +1,188 @@
+"""The messages controllers and workers exchange through the broker (pure).
+
+A *hand-off* carries everything a worker needs to fire one attempt of a
+task; an *outcome* carries how it ended, plus the hand-off fields the
+recording controller needs (attempt, max_attempts, due time), so any
+controller can record any task's outcome without asking who published it.
+
+Both are JSON objects with a version ``v``. Decoding is strict: anything
+else on the wire raises ``MalformedMessage`` with a reason, so a poison
+message is dead-lettered instead of crashing or stalling a consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+class MalformedMessage(ValueError):
+    """A message body is not a valid hand-off or outcome; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """An outcome as it travels back: the attempt it belongs to and its result."""
+
+    task_id: int
+    attempt: int
+    max_attempts: int | None
+    due_at: datetime
+    outcome: Outcome
+
+
+def encode_handoff(task: ClaimedTask) -> bytes:
+    return _dump(
+        {
+            "v": VERSION,
+            "id": task.id,
+            "attempt": task.attempt,
+            "max_attempts": task.max_attempts,
+            "url": task.url,
+            "method": task.method,
+            "headers": task.headers,
+            "body": task.body,
+            "due_at": _time(task.due_at),
+        }
+    )
+
+
+def decode_handoff(raw: bytes) -> ClaimedTask:
+    """The task a hand-off describes; raises MalformedMessage."""
+    data = _load(raw, "hand-off")
+    return ClaimedTask(
+        id=_field(data, "id", _positive_int),
+        url=_field(data, "url", _str),
+        due_at=_field(data, "due_at", _datetime),
+        attempt=_field(data, "attempt", _positive_int),
+        max_attempts=_field(data, "max_attempts", _optional(_positive_int)),
+        method=_field(data, "method", _optional(_str)),
+        headers=_field(data, "headers", _optional(_str)),
+        body=_field(data, "body", _optional(_str)),
+    )
+
+
+def encode_outcome(task: ClaimedTask, outcome: Outcome) -> bytes:
+    return _dump(
+        {
+            "v": VERSION,
+            "id": task.id,
+            "attempt": task.attempt,
+            "max_attempts": task.max_attempts,
+            "due_at": _time(task.due_at),
+            "class": outcome.klass.value,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "retry_after_s": outcome.retry_after_s,
+            "fired_at": None if outcome.fired_at is None else _time(outcome.fired_at),
+            "duration_s": outcome.duration_s,
+        }
+    )
+
+
+def decode_outcome(raw: bytes) -> TaskOutcome:
+    """The outcome a message reports; raises MalformedMessage."""
+    data = _load(raw, "outcome")
+    task_id = _field(data, "id", _positive_int)
+    return TaskOutcome(
+        task_id=task_id,
+        attempt=_field(data, "attempt", _positive_int),
+        max_attempts=_field(data, "max_attempts", _optional(_positive_int)),
+        due_at=_field(data, "due_at", _datetime),
+        outcome=Outcome(
+            task_id,
+            _field(data, "class", _outcome_class),
+            status_code=_field(data, "status_code", _optional(_status_code)),
+            error=_field(data, "error", _optional(_str)),
+            retry_after_s=_field(data, "retry_after_s", _optional(_seconds)),
+            fired_at=_field(data, "fired_at", _optional(_datetime)),
+            duration_s=_field(data, "duration_s", _seconds),
+        ),
+    )
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _time(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def _load(raw: bytes, kind: str) -> dict[str, Any]:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"{kind} is {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MalformedMessage(f"{kind} is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedMessage(f"{kind} is not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"{kind} is not a JSON object")
+    if data.get("v") != VERSION:
+        raise MalformedMessage(f"{kind} has version {data.get('v')!r}, expected {VERSION}")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, parse: Callable[[Any], _T]) -> _T:
+    if name not in data:
+        raise MalformedMessage(f"field {name!r} is missing")
+    try:
+        return parse(data[name])
+    except (TypeError, ValueError) as exc:
+        raise MalformedMessage(f"field {name!r} is invalid: {exc}") from None
+
+
+def _optional(parse: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
+    def parse_optional(value: Any) -> _T | None:
+        return None if value is None else parse(value)
+
+    return parse_optional
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not a whole number of at least 1")
+    return value
+
+
+def _status_code(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 999:
+        raise ValueError(f"{value!r} is not an HTTP status code")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{value!r} is not a finite, non-negative number")
+    return float(value)
+
+
+def _datetime(value: Any) -> datetime:
+    moment = datetime.fromisoformat(_str(value))
+    if moment.tzinfo is not None:
+        raise ValueError(f"{value!r} must be naive UTC, as the database stores it")
+    return moment
+
+
+def _outcome_class(value: Any) -> OutcomeClass:
+    return OutcomeClass(_str(value))

@@ -1,0 +1,225 @@
+"""The worker loop in-process: a fake broker and firer, real asyncio concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any, ParamSpec
+
+import pytest
+
+from timer_controller.domain.messages import decode_outcome, encode_handoff
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
+from timer_controller.errors import BrokerError
+from timer_controller.runtime.worker import Delivery, Worker, WorkerConfig
+
+DUE = datetime(2026, 12, 1, 10, 0, 0)
+P = ParamSpec("P")
+
+
+def in_loop(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test in a fresh event loop (no pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class FakeDelivery:
+    def __init__(self, body: bytes, log: list[str]) -> None:
+        self.body = body
+        self.settled: str | None = None
+        self._log = log
+
+    async def _settle(self, how: str) -> None:
+        assert self.settled is None, f"settled twice: {self.settled} then {how}"
+        self.settled = how
+        self._log.append(how)
+
+    async def ack(self) -> None:
+        await self._settle("ack")
+
+    async def requeue(self) -> None:
+        await self._settle("requeue")
+
+    async def dead_letter(self) -> None:
+        await self._settle("dead_letter")
+
+
+class FakeBroker:
+    def __init__(self, *, failures: int = 0) -> None:
+        self.handler: Callable[[Delivery], Awaitable[None]] | None = None
+        self.prefetch = 0
+        self.published: list[bytes] = []
+        self.log: list[str] = []
+        self._failures = failures
+        self.consuming = False
+
+    async def consume_deliveries(
+        self, handler: Callable[[Delivery], Awaitable[None]], *, prefetch: int
+    ) -> None:
+        self.handler, self.prefetch, self.consuming = handler, prefetch, True
+
+    async def stop_consuming(self) -> None:
+        self.consuming = False
+
+    async def publish_outcome(self, body: bytes, *, message_id: str) -> None:
+        if self._failures:
+            self._failures -= 1
+            raise BrokerError("not confirmed")
+        self.log.append(f"publish {message_id}")
+        self.published.append(body)
+
+    async def deliver(self, body: bytes) -> FakeDelivery:
+        assert self.handler is not None
+        delivery = FakeDelivery(body, self.log)
+        await self.handler(delivery)
+        return delivery
+
+
+class Firer:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.fired: list[int] = []
+
+    async def fire(self, task: ClaimedTask) -> Outcome:
+        self.fired.append(task.id)
+        await asyncio.sleep(self.delay_s)
+        return Outcome(task.id, OutcomeClass.SUCCESS, status_code=200, duration_s=self.delay_s)
+
+
+class Meter:
+    def __init__(self) -> None:
+        self.started_n = self.finished_n = self.poison_n = 0
+
+    def started(self) -> None:
+        self.started_n += 1
+
+    def finished(self, outcome: Outcome) -> None:
+        self.finished_n += 1
+
+    def poisoned(self) -> None:
+        self.poison_n += 1
+
+
+def handoff(task_id: int) -> bytes:
+    return encode_handoff(
+        ClaimedTask(id=task_id, url="http://h/", due_at=DUE, attempt=3, max_attempts=None)
+    )
+
+
+def make(
+    broker: FakeBroker, firer: Firer, *, grace_s: float = 5.0, tries: int = 3
+) -> tuple[Worker, Meter]:
+    meter = Meter()
+    config = WorkerConfig(
+        concurrency=7, shutdown_grace_s=grace_s, publish_tries=tries, publish_wait_s=0.01
+    )
+    return Worker(broker, firer, config, meter=meter), meter
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - plain state has no event to await
+            await asyncio.sleep(0.005)
+
+
+@in_loop
+async def test_each_delivery_is_fired_published_then_acked() -> None:
+    broker, firer = FakeBroker(), Firer()
+    worker, meter = make(broker, firer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    deliveries = [await broker.deliver(handoff(i)) for i in (1, 2)]
+    await until(lambda: all(d.settled for d in deliveries))
+    stop.set()
+
+    assert await running == 0
+    assert broker.prefetch == 7
+    assert sorted(broker.log) == ["ack", "ack", "publish 1.3", "publish 2.3"]
+    assert broker.log.index("publish 1.3") < broker.log.index("ack")
+    assert [decode_outcome(b).attempt for b in broker.published] == [3, 3]
+    assert (meter.started_n, meter.finished_n) == (2, 2)
+
+
+@in_loop
+async def test_a_poison_message_is_dead_lettered_not_fired() -> None:
+    broker, firer = FakeBroker(), Firer()
+    worker, meter = make(broker, firer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    poison = await broker.deliver(b"\x00garbage")
+    good = await broker.deliver(handoff(5))
+    await until(lambda: good.settled is not None)
+    stop.set()
+    await running
+
+    assert poison.settled == "dead_letter"
+    assert good.settled == "ack"
+    assert firer.fired == [5]
+    assert meter.poison_n == 1
+
+
+@pytest.mark.parametrize(("failures", "settled"), [(2, "ack"), (3, "requeue")])
+@in_loop
+async def test_an_unconfirmed_outcome_is_retried_then_the_delivery_requeued(
+    failures: int, settled: str
+) -> None:
+    broker, firer = FakeBroker(failures=failures), Firer()
+    worker, _ = make(broker, firer, tries=3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    delivery = await broker.deliver(handoff(1))
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == settled
+
+
+@in_loop
+async def test_stop_waits_for_in_flight_and_requeues_what_arrives_meanwhile() -> None:
+    broker, firer = FakeBroker(), Firer(delay_s=0.3)
+    worker, _ = make(broker, firer, grace_s=5.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    in_flight = await broker.deliver(handoff(1))
+    await until(lambda: firer.fired == [1])
+
+    stop.set()
+    await until(lambda: not broker.consuming)
+    late = await broker.deliver(handoff(2))
+    assert await running == 0
+
+    assert in_flight.settled == "ack"
+    assert late.settled == "requeue"
+    assert firer.fired == [1]
+
+
+@in_loop
+async def test_requests_still_running_after_the_grace_are_requeued() -> None:
+    broker, firer = FakeBroker(), Firer(delay_s=30)
+    worker, _ = make(broker, firer, grace_s=0.1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    slow = await broker.deliver(handoff(1))
+    await until(lambda: firer.fired == [1])
+
+    stop.set()
+    async with asyncio.timeout(5):
+        assert await running == 0
+
+    assert slow.settled == "requeue"
+    assert broker.published == []
