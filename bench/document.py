@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import db, report
+from bench import db, report, steps
 from bench.api_creates import ApiResult
 from bench.claim_latency import BigTableResult
 from bench.metrics import TrialResult
@@ -71,7 +71,9 @@ def _intro(opts: argparse.Namespace, machine: dict[str, str], argv: list[str]) -
         "UPDATE per task); **raw** is a hand-written MySQLdb + aiohttp loop (no retries, "
         "lease sweep or signing), the practical limit of Python here; **controller** is "
         "`python -m timer_controller run` sized like raw; **defaults** is the same controller "
-        "with its shipped settings (BATCH_SIZE=10, MAX_IN_FLIGHT=100). Env: "
+        "with its shipped settings (BATCH_SIZE=10, MAX_IN_FLIGHT=100) but WARNING logs; "
+        "**defaults-info** is the controller exactly as shipped, INFO logs (one line per "
+        "timer and one per claim) included. Env: "
         + "; ".join(envs)
         + f"; all: `{shared}`"
         + (f"; controller extra: `{extra}`" if extra else "")
@@ -97,7 +99,9 @@ def _scenario_sections(opts: argparse.Namespace, results: list[TrialResult]) -> 
             "steady",
             f"Steady: tasks due at a fixed rate for {opts.steady_seconds:g} s",
             f"Rate: {opts.steady_fraction:.0%} of the mode's burst rate unless --steady-rate. "
-            "A negative min lateness would mean a request fired before its due_at.",
+            f"defaults-info runs {opts.steady_runs} times, each with a new pod, so timers "
+            "due in a pod's first seconds count in every run. A negative min lateness would "
+            "mean a request fired before its due_at.",
         ),
         ("pods", f"Pods: the same burst with {pods} pods", ""),
         (
@@ -142,6 +146,7 @@ def render(
 ) -> str:
     lines = _intro(opts, machine, argv)
     lines += ["", "## Targets", "", *report.targets(results, big, api)]
+    lines += ["", *steps.lines()]
     lines += _scenario_sections(opts, results)
     if big is not None:
         lines += [

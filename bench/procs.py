@@ -27,6 +27,7 @@ MODE_COMMANDS: dict[str, list[str]] = {
     "raw": [sys.executable, "-m", "bench.raw_mode"],
     "controller": [sys.executable, "-m", "timer_controller", "run"],
     "defaults": [sys.executable, "-m", "timer_controller", "run"],
+    "defaults-info": [sys.executable, "-m", "timer_controller", "run"],
     # DISPATCH=amqp (bench/amqp_scaling.py): a controller, and its HTTP workers.
     "amqp": [sys.executable, "-m", "timer_controller", "run"],
     "worker": [sys.executable, "-m", "timer_controller", "worker"],

@@ -28,7 +28,7 @@ from bench.trial import Context
 
 log = logging.getLogger("bench")
 
-MODES = ("seed", "raw", "controller", "defaults")
+MODES = ("seed", "raw", "controller", "defaults", "defaults-info")
 SCENARIOS = ("burst", "steady", "pods", "big-table", "rss", "rss-hostile", "api")
 
 
@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steady-seconds", type=float, default=10.0)
     p.add_argument("--steady-fraction", type=float, default=0.1, help="of measured burst capacity")
     p.add_argument("--steady-rate", type=float, help="tasks/s for every mode (overrides fraction)")
+    p.add_argument(
+        "--steady-runs",
+        type=_positive,
+        default=5,
+        help="steady runs of defaults-info, a new pod each (the lateness target takes the worst)",
+    )
     p.add_argument("--big-finished", type=int, default=1_000_000)
     p.add_argument("--big-waiting", type=int, default=100_000)
     p.add_argument(

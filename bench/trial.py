@@ -31,6 +31,8 @@ MODE_ENV: dict[str, dict[str, str]] = {
     "controller": {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500"},
     # The controller exactly as shipped (BATCH_SIZE=10, MAX_IN_FLIGHT=100).
     "defaults": {},
+    # As shipped, log level included: users run INFO, two lines per timer.
+    "defaults-info": {"LOG_LEVEL": "INFO"},
 }
 
 

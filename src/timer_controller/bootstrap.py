@@ -116,6 +116,8 @@ def make_sender(
     """The one send path, chosen once: the transport, or (FOLLOW_REDIRECTS) a
     RedirectingSender over it that leaves redirect bodies unread; and what closes it."""
     transport = GuardedAiohttpTransport(policy=policy, max_connections=max_connections)
+    # Start-up work belongs before the first claim, not in the first timer's way.
+    transport.open()
     if not settings.follow_redirects:
         return transport.handle_async_request, transport.aclose
     return RedirectingSender(transport, policy=policy), transport.aclose

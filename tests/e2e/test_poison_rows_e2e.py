@@ -98,6 +98,7 @@ def test_a_due_timer_never_waits_behind_timers_claimed_ahead(
     def claimed() -> int:
         return sum(status == "claimed" for status, _ in statuses(db).values())
 
+    # Half a batch (2 of 4 slots) is kept for due tasks: the rest may hold ones not yet due.
     wait_until(lambda: claimed() >= 2, timeout_s=30, what="tasks claimed ahead")
     due = insert_task(db, receiver.url("/due-now"))
 
@@ -106,7 +107,7 @@ def test_a_due_timer_never_waits_behind_timers_claimed_ahead(
         timeout_s=8,
         what="the due task to fire while look-ahead claims hold slots",
     )
-    assert claimed() <= 2, "more than half the slots held tasks not yet due"
+    assert claimed() <= 2, "tasks not yet due took the slots kept for due ones"
     assert all(statuses(db)[task_id][0] != "done" for task_id in later)
 
 
@@ -137,5 +138,6 @@ def test_large_bodies_held_at_once_are_capped(
         return int(done or 0) == 60
 
     wait_until(finished, timeout_s=60, what="every large body to be delivered", interval_s=0.02)
-    # 24 MiB of bodies held, plus the one batch (BATCH_SIZE=10) claimed past it.
-    assert 0 < most <= 24 + 10, most
+    # 24 MiB of bodies held, plus the one batch (BATCH_SIZE=10) claimed past it;
+    # the table also shows a batch answered but not yet written (FLUSH_INTERVAL).
+    assert 0 < most <= 24 + 2 * 10, most

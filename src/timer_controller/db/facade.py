@@ -109,6 +109,10 @@ class AsyncStorage:
         each lane's thread, and a silent database would make each queued
         call cost another DB_TIMEOUT.
         """
+        # Claims and writes keep their connections between calls: each is closed
+        # on its own lane's thread (dropped like any queued call if one is busy).
+        for lane in (self._claims, self._writes):
+            lane.submit(self._repo.close_thread_connection)
         for lane in (self._claims, self._writes, self._sweeps, self._upkeep):
             lane.shutdown(wait=False, cancel_futures=True)
 

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
 from timer_controller.db import statements as sql
 from timer_controller.db.clock import utc_now
 from timer_controller.db.errors import describe_error, is_data_error, storage_operation
 from timer_controller.db.models import INT_MAX, MEDIUMTEXT_MAX_BYTES
+from timer_controller.db.prepared import ClaimStatements, HeldConnections
 from timer_controller.db.setup import named_lock
 from timer_controller.domain.task import ClaimedTask, Status, Transition
 
@@ -76,18 +77,18 @@ class Stats:
     db_now: datetime
 
 
-def _write(session: Session, status: Status, batch: Sequence[Transition], owner: str | None) -> int:
-    result = session.execute(
+def _write(conn: Connection, status: Status, batch: Sequence[Transition], owner: str | None) -> int:
+    result = conn.execute(
         sql.outcome_update(status=status, transitions=batch, owner=owner),
         execution_options=_ONE_OFF,
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
 
 
-def _write_alone(session: Session, transition: Transition, owner: str | None) -> int:
+def _write_alone(conn: Connection, transition: Transition, owner: str | None) -> int:
     """One transition; if the database refuses its values, the task fails with why."""
     try:
-        return _write(session, transition.status, [transition], owner)
+        return _write(conn, transition.status, [transition], owner)
     except DBAPIError as exc:
         if not is_data_error(exc):
             raise
@@ -96,7 +97,7 @@ def _write_alone(session: Session, transition: Transition, owner: str | None) ->
         failed = dataclasses.replace(
             transition, status=Status.FAILED, status_code=None, error=reason, next_due_at=None
         )
-        return _write(session, Status.FAILED, [failed], owner)
+        return _write(conn, Status.FAILED, [failed], owner)
 
 
 def read_claims(
@@ -150,6 +151,13 @@ class TaskRepository:
         self._engine = engine
         #: Bodies longer than this are never loaded (see ``claim_select``).
         self._max_body_bytes = max_body_bytes
+        # Claims and outcome writes run on connections their threads keep.
+        self._held = HeldConnections(engine)
+        self._claim_sql = ClaimStatements(engine.dialect, max_body_bytes=max_body_bytes)
+
+    def close_thread_connection(self) -> None:
+        """Close the connection the calling thread kept (claims, writes), if any."""
+        self._held.drop()
 
     # -- the claim loop's hot paths ---------------------------------------
 
@@ -171,23 +179,27 @@ class TaskRepository:
         body over the limit, anything that fails to read) is failed in the
         same transaction with its reason, so no claim ever holds one.
         """
-        with self._sessions() as session, session.begin():
-            local_before, started = utc_now(), time.monotonic()
-            select = sql.claim_select(
-                limit=limit,
-                lookahead_s=lookahead_s,
-                max_body_bytes=self._max_body_bytes,
-                skip_prefixes=skip_prefixes,
-            )
-            rows = session.execute(select).all()
-            selected_at = time.monotonic()
-            if not rows:
-                return ClaimResult(tasks=[])
-            db_now: datetime = rows[0].db_now
-            tasks, poison = read_claims(rows, db_now=db_now, max_body_bytes=self._max_body_bytes)
-            tasks = self._mark_claimed(session, tasks, poison, owner=owner, lease_s=lease_s)
-            if poison:
-                session.execute(sql.poison_update(reasons=poison), execution_options=_ONE_OFF)
+        conn = self._held.get()
+        try:
+            with conn.begin():
+                local_before, started = utc_now(), time.monotonic()
+                select = self._claim_sql.select(
+                    limit=limit, lookahead_s=lookahead_s, skip_prefixes=tuple(skip_prefixes)
+                )
+                rows = select.run(conn).all()
+                selected_at = time.monotonic()
+                if not rows:
+                    return ClaimResult(tasks=[])
+                db_now: datetime = rows[0].db_now
+                tasks, poison = read_claims(
+                    rows, db_now=db_now, max_body_bytes=self._max_body_bytes
+                )
+                tasks = self._mark_claimed(conn, tasks, poison, owner=owner, lease_s=lease_s)
+                if poison:
+                    conn.execute(sql.poison_update(reasons=poison), execution_options=_ONE_OFF)
+        except SQLAlchemyError:
+            self._held.drop()
+            raise
         for task_id, reason in poison.items():
             log.warning(
                 "task %d failed without firing: %s",
@@ -203,9 +215,9 @@ class TaskRepository:
             select_s=selected_at - started,
         )
 
-    @staticmethod
     def _mark_claimed(
-        session: Session,
+        self,
+        conn: Connection,
         tasks: list[ClaimedTask],
         poison: dict[int, str],
         *,
@@ -220,9 +232,8 @@ class TaskRepository:
         if not tasks:
             return tasks
         try:
-            session.execute(
-                sql.claim_update(task_ids=[t.id for t in tasks], owner=owner, lease_s=lease_s),
-                execution_options=_NO_SYNC,
+            self._claim_sql.update(owner=owner, lease_s=lease_s).run(
+                conn, ids=[t.id for t in tasks]
             )
             return tasks
         except DBAPIError as exc:
@@ -231,10 +242,7 @@ class TaskRepository:
         kept = []
         for task in tasks:
             try:
-                session.execute(
-                    sql.claim_update(task_ids=[task.id], owner=owner, lease_s=lease_s),
-                    execution_options=_NO_SYNC,
-                )
+                conn.execute(sql.claim_update(task_ids=[task.id], owner=owner, lease_s=lease_s))
                 kept.append(task)
             except DBAPIError as exc:
                 if not is_data_error(exc):
@@ -254,15 +262,22 @@ class TaskRepository:
         for transition in transitions:
             by_status.setdefault(transition.status, []).append(transition)
         written = 0
-        with self._sessions() as session, session.begin():
-            for status, batch in by_status.items():
-                try:
-                    written += _write(session, status, batch, owner)
-                except DBAPIError as exc:
-                    if not is_data_error(exc):
-                        raise
-                    # Only that statement was rolled back: find the row at fault.
-                    written += sum(_write_alone(session, t, owner) for t in batch)
+        # Core on the writer thread's kept connection, not an ORM session per
+        # batch: a third of the CPU of a 60-row write (docs/benchmarks.md).
+        conn = self._held.get()
+        try:
+            with conn.begin():
+                for status, batch in by_status.items():
+                    try:
+                        written += _write(conn, status, batch, owner)
+                    except DBAPIError as exc:
+                        if not is_data_error(exc):
+                            raise
+                        # Only that statement was rolled back: find the row at fault.
+                        written += sum(_write_alone(conn, t, owner) for t in batch)
+        except SQLAlchemyError:
+            self._held.drop()
+            raise
         return written
 
     @storage_operation

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Delete,
     Insert,
@@ -128,7 +129,9 @@ def claim_select(
     return query
 
 
-def claim_update(*, task_ids: Collection[int], owner: str, lease_s: float) -> Update:
+def claim_update(
+    *, task_ids: Collection[int] | BindParameter[Any], owner: str, lease_s: float
+) -> Update:
     """Mark selected rows claimed, the lease running from now.
 
     From now, not from ``due_at``: the holder renews it while it waits

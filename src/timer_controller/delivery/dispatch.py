@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import time
 import traceback
@@ -72,6 +73,10 @@ def describe_connect_error(exc: BaseException) -> str:
         return f"TLS error: {str(exc)[:200]}"
     return f"connection failed: {str(exc)[:200] or type(exc).__name__}"
 
+
+# httpx.URL is immutable and tasks share endpoints: parsing each URL once
+# made building the request about three times cheaper (docs/benchmarks.md).
+_parsed_url = functools.lru_cache(maxsize=4096)(httpx.URL)
 
 #: Sends one request and returns the response with its body unread.
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -170,7 +175,7 @@ class Dispatcher:
         self, method: str, url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str | None]:
         request = httpx.Request(
-            method, url, headers=headers, content=body, extensions=self._extensions
+            method, _parsed_url(url), headers=headers, content=body, extensions=self._extensions
         )
         response = await self._send_request(request)
         try:
