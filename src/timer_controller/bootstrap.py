@@ -319,6 +319,9 @@ def run_api(settings: Settings) -> int:
             settings,
             pool_size=API_THREADS,
             pool_timeout_s=API_POOL_TIMEOUT_S,
+            # The store and the dashboard use Connections only, which end their
+            # transactions themselves: no ROLLBACK after every COMMIT.
+            reset_on_return=False,
         )
         try:
             store = TimerStore(engine)

@@ -12,15 +12,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
 from timer_controller.api.app import create_app
 from timer_controller.api.middleware import MAX_REQUEST_BYTES
 from timer_controller.api.models import TimerSpec
 from timer_controller.api.problems import PROBLEM_JSON
-from timer_controller.api.validation import InvalidTimer, TimerRules, check_timer
+from timer_controller.api.validation import InvalidTimer, TimerRules, check_timer, url_problem
 from timer_controller.db.timers import TimerStore
-from timer_controller.delivery.policy import TargetPolicy
+from timer_controller.delivery.policy import TargetPolicy, check_url
 from timer_controller.domain.task import MAX_URL_CHARS
 
 TOKEN = "unit-token-0123456789abcdef"
@@ -388,3 +390,24 @@ def test_a_route_without_query_parameters_refuses_any(client: TestClient) -> Non
 
     assert answer.status_code == 422, answer.text
     assert "this route takes: none" in answer.json()["detail"]
+
+
+_URL_PART = st.text(alphabet=st.sampled_from("aZ09.-_~/:@[]%?#! \t\\é"), max_size=12)
+
+
+@given(
+    scheme=st.sampled_from(["http", "https", "ftp", "HTTP", "h tp", ""]),
+    authority=st.one_of(
+        st.sampled_from(["x", "127.0.0.1", "10.0.0.1:80", "[::1]", "a:99999", "", "0x7f.1"]),
+        _URL_PART,
+    ),
+    path=_URL_PART,
+    blocked=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_remembering_a_urls_verdict_by_authority_changes_no_verdict(
+    scheme: str, authority: str, path: str, blocked: bool
+) -> None:
+    policy = TargetPolicy(block_private_networks=blocked)
+    for url in (f"{scheme}://{authority}/{path}", f"{scheme}://{authority}{path}"):
+        assert url_problem(url, policy) == check_url(url, policy)

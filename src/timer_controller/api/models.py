@@ -160,24 +160,33 @@ class TimerOut(BaseModel):
     @classmethod
     def of(cls, record: TimerRecord, *, default_max_attempts: int) -> TimerOut:
         # Built from a stored row, whose types are known: no validation to pay for.
-        return cls.model_construct(
-            id=record.id,
-            url=record.url,
-            method=(record.method or "POST").strip().upper() or "POST",
-            status=record.status,
-            due_at=utc(record.due_at),
-            time_left_s=record.time_left_s,
-            attempts=record.attempts,
-            max_attempts=record.max_attempts or default_max_attempts,
-            last_status_code=record.last_status_code,
-            last_error=record.last_error,
-            created_at=utc(record.created_at),
-            fired_at=None if record.fired_at is None else utc(record.fired_at),
-            finished_at=None if record.finished_at is None else utc(record.finished_at),
-            idempotency_key=record.idempotency_key,
-            header_names=None if record.header_names is None else list(record.header_names),
-            body_bytes=record.body_bytes,
-        )
+        return cls.model_construct(**timer_fields(record, default_max_attempts))
+
+
+def timer_fields(record: TimerRecord, default_max_attempts: int) -> dict[str, Any]:
+    """TimerOut's fields for ``record``, in its order: what the answers serialise.
+
+    The creates' answers are these dicts made JSON by pydantic-core, as a model
+    would be, without building a model per timer (a batch has a thousand).
+    """
+    return {
+        "id": record.id,
+        "url": record.url,
+        "method": (record.method or "POST").strip().upper() or "POST",
+        "status": record.status,
+        "due_at": utc(record.due_at),
+        "time_left_s": record.time_left_s,
+        "attempts": record.attempts,
+        "max_attempts": record.max_attempts or default_max_attempts,
+        "last_status_code": record.last_status_code,
+        "last_error": record.last_error,
+        "created_at": utc(record.created_at),
+        "fired_at": None if record.fired_at is None else utc(record.fired_at),
+        "finished_at": None if record.finished_at is None else utc(record.finished_at),
+        "idempotency_key": record.idempotency_key,
+        "header_names": None if record.header_names is None else list(record.header_names),
+        "body_bytes": record.body_bytes,
+    }
 
 
 class TimerList(BaseModel):

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
-from pydantic import BaseModel
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from timer_controller.api.auth import BearerAuth
@@ -27,6 +27,7 @@ from timer_controller.api.models import (
     TimerList,
     TimerOut,
     TimerSpec,
+    timer_fields,
 )
 from timer_controller.api.problems import ApiProblem, Problem, ProblemItem, summary
 from timer_controller.api.strict_query import known_query_only
@@ -84,12 +85,13 @@ def _key(header: str | None) -> str | None:
         raise ApiProblem(400, str(exc)) from None
 
 
-def _json(
-    model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """``model`` serialised once, as it is: the creates' answers skip FastAPI's re-validation."""
+def _json(content: object, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``content`` (TimerOut's fields) serialised once by pydantic-core, as a TimerOut would be.
+
+    The creates' answers skip FastAPI's re-validation and a model per timer.
+    """
     return Response(
-        model.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
+        to_json(content), status_code=status, headers=headers, media_type="application/json"
     )
 
 
@@ -170,7 +172,7 @@ def timer_router(
         except KeyConflict as exc:
             raise _key_reused(exc, batch=False) from None
         return _json(
-            out(created.timer),
+            timer_fields(created.timer, rules.default_max_attempts),
             status=201 if created.created else 200,
             headers={"Location": f"/v1/timers/{created.timer.id}"},
         )
@@ -193,8 +195,8 @@ def timer_router(
             raise _invalid(exc.items) from None
         except KeyConflict as exc:
             raise _key_reused(exc, batch=True) from None
-        answer = TimerBatch.model_construct(timers=[out(c.timer) for c in created])
-        return _json(answer, status=201 if any(c.created for c in created) else 200)
+        fields = [timer_fields(c.timer, rules.default_max_attempts) for c in created]
+        return _json({"timers": fields}, status=201 if any(c.created for c in created) else 200)
 
     @router.get("/timers/{timer_id}", operation_id="get_timer", responses=problems(404))
     async def get_timer(timer_id: TimerId) -> TimerOut:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 from types import FrameType
 
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 log = logging.getLogger(__name__)
 
 _BACKLOG = 2048
+_SWITCH_INTERVAL_S = 0.0005
 
 
 class ListenError(Exception):
@@ -57,6 +59,10 @@ def serve(app: FastAPI, sock: socket.socket, *, threads: int, grace_s: float) ->
     """
     import anyio.to_thread
     import uvicorn
+
+    # A store call back from the database waits for the event loop to let go of
+    # the interpreter: at most this long (Python's default is 5 ms, twice per create).
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Connection, Engine, text
 
 from timer_controller.db.errors import storage_operation
 from timer_controller.db.timer_statements import (
     CANCEL_TIMER,
     INSERT_COLUMNS,
     INSERT_TIMER,
+    INSERT_TIMER_RETURNING,
     RESCHEDULE_TIMER,
     SELECT_BY_KEYS,
     SELECT_IDS,
@@ -144,15 +145,18 @@ def _header_names(raw: str | None) -> tuple[str, ...] | None:
     return tuple(str(name) for name in parsed) if isinstance(parsed, dict) else None
 
 
-def to_record(row: Row[Any]) -> TimerRecord:
-    values = row._asdict()
-    db_now: datetime = values.pop("db_now")
-    headers = values.pop("headers")
-    return TimerRecord(
-        **values,
-        header_names=_header_names(headers),
-        time_left_s=max(0.0, (values["due_at"] - db_now).total_seconds()),
-    )
+#: TIMER_COLUMNS' order: TimerRecord's stored fields, then headers, body_bytes, db_now.
+_STORED = len(TimerRecord.__dataclass_fields__) - 3
+_HEADERS, _BODY_BYTES, _DB_NOW = _STORED, _STORED + 1, _STORED + 2
+
+
+def to_record(row: Sequence[Any]) -> TimerRecord:
+    """A TIMER_COLUMNS row as a record, by position (a batch reads a thousand of them)."""
+    due_at: datetime = row[4]
+    header_names = _header_names(row[_HEADERS])
+    time_left_s = max(0.0, (due_at - row[_DB_NOW]).total_seconds())
+    values: tuple[Any, ...] = (*row[:_STORED], header_names, row[_BODY_BYTES], time_left_s)
+    return TimerRecord(*values)
 
 
 def _chunks(timers: Sequence[NewTimer], *, max_rows: int) -> Iterator[Sequence[NewTimer]]:
@@ -173,6 +177,17 @@ def _row_values(timer: NewTimer) -> dict[str, Any]:
     values = {name: getattr(timer, name) for name in INSERT_COLUMNS}
     values.update(due_params(due_at=timer.due_at, delay_s=timer.delay_s))
     return values
+
+
+def _check_order(
+    records: Sequence[TimerRecord], timers: Sequence[NewTimer], ids: Sequence[int] | None
+) -> None:
+    """_NotConsecutive unless ``records`` are ``timers`` in order (with ``ids``, when known)."""
+    got = [(r.url, r.idempotency_key) for r in records]
+    if got != [(t.url, t.idempotency_key) for t in timers] or (
+        ids is not None and [r.id for r in records] != list(ids)
+    ):
+        raise _NotConsecutive
 
 
 class TimerStore:
@@ -285,6 +300,9 @@ class TimerStore:
     ) -> list[TimerRecord]:
         if not timers:
             return []
+        if conn.dialect.insert_returning:
+            # MariaDB answers with the rows it inserted: no SELECT back.
+            return self._insert_returning(conn, timers, max_rows=max_rows)
         if len(timers) == 1:
             (timer,) = timers
             timer_id = int(conn.execute(INSERT_TIMER, _row_values(timer)).lastrowid)
@@ -298,10 +316,21 @@ class TimerStore:
             ids += [first + i * step for i in range(len(chunk))]
         records = [to_record(row) for row in conn.execute(SELECT_IDS, {"ids": ids})]
         # InnoDB numbers a multi-row INSERT's rows consecutively; check rather than trust.
-        if [(r.id, r.url, r.idempotency_key) for r in records] != [
-            (i, t.url, t.idempotency_key) for i, t in zip(ids, timers, strict=True)
-        ]:
-            raise _NotConsecutive
+        _check_order(records, timers, ids)
+        return records
+
+    def _insert_returning(
+        self, conn: Connection, timers: Sequence[NewTimer], *, max_rows: int
+    ) -> list[TimerRecord]:
+        if len(timers) == 1:
+            return [to_record(conn.execute(INSERT_TIMER_RETURNING, _row_values(timers[0])).one())]
+        records: list[TimerRecord] = []
+        for chunk in _chunks(timers, max_rows=max_rows):
+            sql, names = insert_rows_sql(len(chunk), conn.dialect, returning=True)
+            params = row_params([_row_values(t) for t in chunk], names)
+            records += map(to_record, conn.exec_driver_sql(sql, params))
+        # The rows come back in the order they were given; check rather than trust.
+        _check_order(records, timers, None)
         return records
 
     # -- changes -------------------------------------------------------------

@@ -37,6 +37,7 @@ literal IPs so that an obviously refused task fails without a connection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -130,6 +131,12 @@ def check_url(url: str, policy: TargetPolicy) -> str | None:
         return "malformed URL: no host"
     if parsed.port is not None and not 0 < parsed.port < 65536:
         return f"malformed URL: port {parsed.port} out of range"
+    return _check_host(host, policy)
+
+
+# URLs differ by path far more often than by host: the host's verdict (pure) is remembered.
+@functools.lru_cache(maxsize=4096)
+def _check_host(host: str, policy: TargetPolicy) -> str | None:
     ip = literal_ip(host)
     if ip is None:
         return _check_name(host, policy)
