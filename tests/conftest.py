@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.engine import URL
@@ -34,19 +35,27 @@ def receiver() -> Iterator[Receiver]:
         started.stop()
 
 
-@pytest.fixture
-def controllers() -> Iterator[Callable[..., Controller]]:
-    """A factory of controller processes; every one is stopped after the test."""
-    started: list[Controller] = []
+P = TypeVar("P", bound=Controller)
 
-    def start(env: dict[str, str], *args: str) -> Controller:
-        proc = Controller(env, *args)
+
+def _processes(make: Callable[..., P]) -> Iterator[Callable[..., P]]:
+    """A factory of processes made by ``make``; every one is stopped after the test."""
+    started: list[P] = []
+
+    def start(*args: Any) -> P:
+        proc = make(*args)
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def controllers() -> Iterator[Callable[..., Controller]]:
+    """``timer-controller`` processes: ``controllers(env, *args)``."""
+    yield from _processes(Controller)
 
 
 @pytest.fixture
@@ -62,29 +71,11 @@ def amqp() -> Iterator[TestBroker]:
 
 @pytest.fixture
 def workers() -> Iterator[Callable[..., Controller]]:
-    """A factory of ``timer-controller worker`` processes; each is stopped after the test."""
-    started: list[Controller] = []
-
-    def start(env: dict[str, str]) -> Controller:
-        proc = Controller(env, "worker")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+    """``timer-controller worker`` processes: ``workers(env)``."""
+    yield from _processes(lambda env: Controller(env, "worker"))
 
 
 @pytest.fixture
 def apis() -> Iterator[Callable[..., Api]]:
-    """A factory of ``timer-controller api`` processes; every one is stopped after the test."""
-    started: list[Api] = []
-
-    def start(env: dict[str, str], *args: str) -> Api:
-        proc = Api(env, *args)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+    """``timer-controller api`` processes: ``apis(env, *args)``."""
+    yield from _processes(Api)
