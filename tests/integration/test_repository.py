@@ -741,3 +741,31 @@ def test_renewing_extends_only_this_holders_claims(db: TestDatabase, repo: TaskR
     assert fetch(db, mine)["lease_expires_at"] >= before + timedelta(seconds=600)
     assert fetch(db, theirs)["lease_expires_at"] < before + timedelta(seconds=600)
     assert fetch(db, done)["lease_expires_at"] is None
+
+
+def test_a_claim_skips_the_destinations_it_is_told_to(
+    db: TestDatabase, repo: TaskRepository
+) -> None:
+    """Through the compiled claim text, for several sets of prefixes in a row."""
+    full = {insert_task(db, url=f"http://full.test:81/t/{n}") for n in range(3)}
+    other = {insert_task(db, url=f"http://other.test/t/{n}") for n in range(3)}
+    healthy = {insert_task(db, url=f"https://ok.test/t/{n}") for n in range(3)}
+
+    def take(limit: int, *prefixes: str) -> set[int]:
+        result = repo.claim_due(
+            owner="pod-a", limit=limit, lease_s=LEASE_S, lookahead_s=0.0, skip_prefixes=prefixes
+        )
+        return set(claimed_ids(result))
+
+    first = take(2, "http://full.test:81", "http://other.test")
+    second = take(3, "http://full.test:81")
+    third = take(100, "http://full.test:81", "http://other.test")
+    last = take(100)
+
+    assert len(first) == 2
+    assert first <= healthy
+    assert len(second) == 3
+    assert second <= other | healthy
+    assert third <= healthy
+    # The skipped destination waited, and was claimed as soon as it was not skipped.
+    assert last == full | (other | healthy) - (first | second | third)

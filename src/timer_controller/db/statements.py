@@ -125,7 +125,10 @@ def claim_select(
     if skip_prefixes:
         # SUBSTRING_INDEX(url, '/', 3) is domain.destination.url_prefix in SQL.
         prefix = func.substring_index(Task.url, "/", 3)
-        query = query.where(prefix.not_in(sorted(skip_prefixes)))
+        # One bound parameter per prefix, not an "expanding" list: the claim's
+        # text is compiled once per set of prefixes (db/prepared.py) and run
+        # as it is, so nothing may be left for execution time to render.
+        query = query.where(prefix.not_in([literal(p) for p in sorted(skip_prefixes)]))
     return query
 
 
