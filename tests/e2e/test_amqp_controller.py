@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from tests.e2e.test_amqp_faults import amqp_env, count_by_status, insert_due_now, worker_env
+from tests.e2e.test_amqp_faults import amqp_env, worker_env
 from tests.e2e.test_metrics import Health, free_port
 from tests.support.broker import TestBroker
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
-from tests.support.tasks import insert_task
+from tests.support.tasks import count_by_status, insert_due_now, insert_task
 from tests.support.waiting import wait_until
 from timer_controller.domain.messages import encode_outcome
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass

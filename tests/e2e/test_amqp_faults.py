@@ -10,13 +10,12 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, text
 
 from tests.support.broker import AMQP_URL, TestBroker
 from tests.support.cli_runner import closed_port, run_cli
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
-from tests.support.tasks import FAST_ENV, insert_task
+from tests.support.tasks import FAST_ENV, count_by_status, insert_due_now, insert_task
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -29,20 +28,6 @@ AMQP_ENV = {
     "RECONNECT_WAIT_TIME": "0.2",
     "RETRY_NUMBER": "50",
 }
-
-
-def insert_due_now(engine: Engine, url: str, count: int) -> list[int]:
-    rows = ", ".join(["(:url, UTC_TIMESTAMP(6))"] * count)
-    with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO tasks (url, due_at) VALUES {rows}"), {"url": url})
-        ids = conn.execute(text("SELECT id FROM tasks WHERE url = :url"), {"url": url})
-        return sorted(ids.scalars())
-
-
-def count_by_status(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, COUNT(*) FROM tasks GROUP BY status")).all()
-    return {status: int(n) for status, n in rows}
 
 
 def wait_all_done(db: TestDatabase, total: int, *, timeout_s: float = 90) -> None:

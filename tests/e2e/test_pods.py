@@ -13,32 +13,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from tests.support.databases import TestDatabase
 from tests.support.processes import Controller, Receiver
+from tests.support.tasks import count_by_status, insert_due_now
 from tests.support.waiting import wait_until
 from timer_controller.db.setup import alembic_config, make_engine
 
 TASKS = 2000
 PODS = 3
 STARTING_AT_ONCE = 10
-
-
-def insert_due_now(engine: Engine, url: str, count: int) -> list[int]:
-    """``count`` tasks due now, in one multi-row plain-SQL INSERT; their ids."""
-    rows = ", ".join(["(:url, UTC_TIMESTAMP(6))"] * count)
-    with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO tasks (url, due_at) VALUES {rows}"), {"url": url})
-        ids = conn.execute(text("SELECT id FROM tasks WHERE url = :url"), {"url": url})
-        return sorted(ids.scalars())
-
-
-def count_by_status(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, COUNT(*) FROM tasks GROUP BY status")).all()
-    return {status: int(n) for status, n in rows}
 
 
 def claimed_ids(pod: Controller) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from tests.support.databases import TestDatabase
 
@@ -30,3 +30,18 @@ def insert_task(db: TestDatabase, url: str, *, in_s: float = 0.0, **columns: Any
     with db.engine.begin() as conn:
         result = conn.execute(text(sql), {"url": url, "in_us": int(in_s * 1e6), **columns})
         return int(result.lastrowid)
+
+
+def insert_due_now(engine: Engine, url: str, count: int) -> list[int]:
+    """``count`` tasks due now, in one multi-row plain-SQL INSERT; their ids."""
+    rows = ", ".join(["(:url, UTC_TIMESTAMP(6))"] * count)
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO tasks (url, due_at) VALUES {rows}"), {"url": url})
+        ids = conn.execute(text("SELECT id FROM tasks WHERE url = :url"), {"url": url})
+        return sorted(ids.scalars())
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT status, COUNT(*) FROM tasks GROUP BY status")).all()
+    return {status: int(n) for status, n in rows}
