@@ -45,8 +45,13 @@ SLOW_PATH = "/slow/1000"
 FAST_PATH = "/t"
 LIGHT_LEAD_S = 1.0
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+#: Every trial sends to one receiver, so the per-destination limit (a quarter
+#: of MAX_IN_FLIGHT unless set) would cap direct mode at a quarter of its
+#: slots while workers have no such limit: each setup lifts it to MAX_IN_FLIGHT.
+SHIPPED = {"MAX_IN_FLIGHT_PER_HOST": "100"}
 #: The controller in amqp mode, and direct mode at the same total concurrency.
-WIDE = {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "2000"}
+WIDE = {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "2000", "MAX_IN_FLIGHT_PER_HOST": "2000"}
+SIZED = {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500", "MAX_IN_FLIGHT_PER_HOST": "500"}
 
 
 @dataclass
@@ -64,10 +69,14 @@ class Row:
     setup: Setup
     result: TrialResult
     statements_per_task: float = math.nan
+    workers_cpu_s_per_1k: float = math.nan
+    broker_cpu_s_per_1k: float = math.nan
+    #: Of the whole machine's CPU time over the trial, the share that was busy.
+    machine_busy: float = math.nan
 
 
 def slow_setups(counts: list[int], concurrency: int) -> Iterator[Setup]:
-    yield Setup("direct, MAX_IN_FLIGHT=100 (shipped)", "direct")
+    yield Setup("direct, MAX_IN_FLIGHT=100 (shipped)", "direct", SHIPPED)
     yield Setup("direct, MAX_IN_FLIGHT=2000", "direct", WIDE)
     for n in counts:
         yield Setup(
@@ -80,12 +89,11 @@ def slow_setups(counts: list[int], concurrency: int) -> Iterator[Setup]:
 
 
 def fast_setups(workers: int) -> Iterator[Setup]:
-    sized = {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500"}
-    yield Setup("direct, BATCH_SIZE=MAX_IN_FLIGHT=500", "direct", sized)
+    yield Setup("direct, BATCH_SIZE=MAX_IN_FLIGHT=500", "direct", SIZED)
     yield Setup(
         f"amqp, 1 controller + {workers} worker(s) × 500",
         "amqp",
-        sized,
+        SIZED,
         workers=workers,
         worker_env={"WORKER_CONCURRENCY": "500"},
     )
@@ -117,6 +125,8 @@ def run_one(ctx: Context, scenario: str, setup: Setup, due_in_s: list[float], pa
             group.wait_idle(START_TIMEOUT_S)
         cpu_before = [g.cpu_s() for g in groups]
         db_before = cpu_s(ctx.db_pid) if ctx.db_pid else math.nan
+        broker_before = cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan
+        machine_before = machine_cpu()
         questions_before, wall_before = questions(ctx.conn), time.monotonic()
         now = db.utc_now()
         db.insert_tasks(
@@ -128,6 +138,11 @@ def run_one(ctx: Context, scenario: str, setup: Setup, due_in_s: list[float], pa
         cpu_after = [g.cpu_s() for g in groups]
         wall_s = time.monotonic() - wall_before
         db_s = (cpu_s(ctx.db_pid) if ctx.db_pid else math.nan) - db_before
+        broker_s = (cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan) - broker_before
+        machine_after = machine_cpu()
+        busy = machine_after[0] - machine_before[0]
+        total = machine_after[1] - machine_before[1]
+        row.machine_busy = busy / total if total else math.nan
     finally:
         result.exit_codes = [code for g in groups for code in g.stop()]
         if setup.mode == "amqp":
@@ -137,8 +152,11 @@ def run_one(ctx: Context, scenario: str, setup: Setup, due_in_s: list[float], pa
         row.statements_per_task /= result.done
         result.cpu_s_per_1k = (cpu_after[0] - cpu_before[0]) / result.done * 1000
         result.db_cpu_s_per_1k = db_s / result.done * 1000
+        row.broker_cpu_s_per_1k = broker_s / result.done * 1000
         workers_cpu = sum(cpu_after[1:]) - sum(cpu_before[1:])
-        result.note = f"workers {workers_cpu / wall_s * 100:.0f}% CPU" if setup.workers else ""
+        if setup.workers:
+            row.workers_cpu_s_per_1k = workers_cpu / result.done * 1000
+            result.note = f"workers {workers_cpu / wall_s * 100:.0f}% CPU"
     return row
 
 
@@ -154,6 +172,13 @@ def wait_finished(ctx: Context, groups: list[PodGroup], total: int, schedule_s: 
             return polls
         time.sleep(POLL_S)  # the harness's sampling interval
     raise RuntimeError(f"timed out after {ctx.timeout_s:.0f} s")
+
+
+def machine_cpu() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine so far (/proc/stat)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 def questions(conn: Any) -> int:
@@ -178,6 +203,7 @@ class Context:
     base_env: dict[str, str]
     timeout_s: float
     db_pid: int | None
+    broker_pid: int | None
 
 
 def render(rows: list[Row], opts: argparse.Namespace) -> str:
@@ -185,11 +211,13 @@ def render(rows: list[Row], opts: argparse.Namespace) -> str:
         "## DISPATCH=amqp against direct (`python -m bench.amqp_scaling`)",
         "",
         f"`{' '.join(sys.argv[1:]) or '(defaults)'}` on {os.cpu_count()} CPUs; "
-        f"slow receiver answers after 1 s; {opts.tasks} tasks per burst.",
+        f"slow receiver answers after 1 s; {opts.tasks} tasks per burst; one receiver, "
+        "so every setup sets MAX_IN_FLIGHT_PER_HOST to its MAX_IN_FLIGHT.",
         "",
         "| scenario | setup | done | done/s | lateness p50 / p99 ms | duplicates "
-        "| statements/task | controller CPU s/1k | DB CPU s/1k | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| statements/task | controller CPU s/1k | workers CPU s/1k | broker CPU s/1k "
+        "| DB CPU s/1k | machine busy | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         r = row.result
@@ -198,7 +226,8 @@ def render(rows: list[Row], opts: argparse.Namespace) -> str:
             f"| {row.scenario} | {row.setup.label} | {r.done}/{r.tasks} | {r.done_per_s:,.0f} "
             f"| {late.get('p50', math.nan):.1f} / {late.get('p99', math.nan):.1f} "
             f"| {r.duplicates} | {row.statements_per_task:.2f} | {r.cpu_s_per_1k:.2f} "
-            f"| {r.db_cpu_s_per_1k:.2f} | {r.note} |"
+            f"| {row.workers_cpu_s_per_1k:.2f} | {row.broker_cpu_s_per_1k:.2f} "
+            f"| {r.db_cpu_s_per_1k:.2f} | {row.machine_busy:.0%} | {r.note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -241,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             base_env = {**server.env(database), "LOG_LEVEL": "WARNING", "POLL_INTERVAL": "0.5"}
             local = server.host in ("127.0.0.1", "localhost", "::1")
             db_pid = find_pid(("mariadbd", "mysqld")) if local else None
-            ctx = Context(conn, receiver, log_dir, base_env, opts.timeout, db_pid)
+            broker_pid = find_pid(("beam.smp",)) if local else None
+            ctx = Context(conn, receiver, log_dir, base_env, opts.timeout, db_pid, broker_pid)
             if "slow" in scenarios:
                 for setup in slow_setups(counts, opts.concurrency):
                     rows.append(run_one(ctx, "slow", setup, burst, SLOW_PATH))
@@ -258,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     opts.output.write_text(text)
     if opts.json:
         raw = [
-            {"setup": r.setup.label, "statements_per_task": r.statements_per_task}
+            {
+                "setup": r.setup.label,
+                "statements_per_task": r.statements_per_task,
+                "workers_cpu_s_per_1k": r.workers_cpu_s_per_1k,
+                "broker_cpu_s_per_1k": r.broker_cpu_s_per_1k,
+                "machine_busy": r.machine_busy,
+            }
             | r.result.as_dict()
             for r in rows
         ]
