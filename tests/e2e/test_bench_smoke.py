@@ -7,28 +7,16 @@ that every task was delivered exactly once and recorded done.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+from tests.support.bench_runs import needs_database_server, run_bench
+
 RUN_TIMEOUT_S = 240
 TASKS = 200
 
-pytestmark = [
-    pytest.mark.db,
-    pytest.mark.skipif(
-        not DATABASE_URL,
-        reason="TEST_DATABASE_URL is not set (e.g. mysql+mysqldb://root@127.0.0.1:3306/test); "
-        "the benchmark smoke run creates and drops its own database on that server",
-    ),
-]
+pytestmark = needs_database_server
 
 Result = dict[str, Any]
 
@@ -36,9 +24,8 @@ Result = dict[str, Any]
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
-    command = [
-        sys.executable, "-m", "bench",
-        "--db-url", DATABASE_URL,
+    run = run_bench(
+        "bench",
         "--scenarios", "burst,steady,rss,big-table",
         "--modes", "seed,raw,controller",
         "-n", str(TASKS),
@@ -52,16 +39,11 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--big-waiting", "300",
         "--claims", "10",
         "--timeout", "60",
-        "--output", str(out / "benchmarks.md"),
-        "--json", str(out / "results.json"),
-        "--work-dir", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
-    data["markdown"] = (out / "benchmarks.md").read_text()
+        out=out,
+        timeout_s=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    data: dict[str, Any] = run.results
+    data["markdown"] = run.markdown
     return data
 
 
