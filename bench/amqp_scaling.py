@@ -34,7 +34,7 @@ from typing import Any
 
 import aio_pika
 
-from bench import db
+from bench import amqp_targets, db
 from bench.metrics import TrialResult, summarise
 from bench.procs import START_TIMEOUT_S, PodGroup, ReceiverProcess, cpu_s, find_pid
 
@@ -229,6 +229,7 @@ def render(rows: list[Row], opts: argparse.Namespace) -> str:
             f"| {row.workers_cpu_s_per_1k:.2f} | {row.broker_cpu_s_per_1k:.2f} "
             f"| {r.db_cpu_s_per_1k:.2f} | {row.machine_busy:.0%} | {r.note} |"
         )
+    lines += ["", "### Targets (issue 11)", "", *amqp_targets.render(rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -35,3 +35,4 @@ def test_every_setup_delivers_every_task_once(tmp_path: Path) -> None:
         assert row["exit_codes"], row
         assert set(row["exit_codes"]) == {0}, row
     assert "| slow | amqp, 1 controller + 2 worker(s) × 20 |" in run.markdown
+    assert "### Targets (issue 11)" in run.markdown
