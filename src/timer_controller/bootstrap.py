@@ -105,7 +105,12 @@ def run_controller(settings: Settings) -> int:
     if started is None:
         return 0
     try:
-        return asyncio.run(serve(settings, started.engine, early_stop=started.stop))
+        main = serve(settings, started.engine, early_stop=started.stop)
+        if settings.dispatch == "amqp":
+            from timer_controller.bootstrap_amqp import run_on_uvloop
+
+            return run_on_uvloop(main)
+        return asyncio.run(main)
     finally:
         started.engine.dispose()
 

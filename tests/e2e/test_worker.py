@@ -16,7 +16,7 @@ from tests.support.broker import AMQP_URL, TestBroker
 from tests.support.cli_runner import closed_port, run_cli
 from tests.support.processes import Controller, Receiver
 from tests.support.waiting import wait_until
-from timer_controller.domain.messages import decode_outcome, encode_handoff
+from timer_controller.domain.messages import encode_handoff
 from timer_controller.domain.task import ClaimedTask, OutcomeClass
 
 Workers = Callable[..., Controller]
@@ -42,9 +42,7 @@ def test_worker_fires_each_handoff_and_reports_its_outcome(
 
     worker = workers(amqp.env(**FAST))
     worker.wait_started()
-    amqp.wait_count(amqp.topology.outcomes, 6)
-
-    outcomes = {o.task_id: o for o in map(decode_outcome, amqp.take(amqp.topology.outcomes))}
+    outcomes = {o.task_id: o for o in amqp.take_outcomes(6)}
     assert sorted(outcomes) == [1, 2, 3, 4, 5, 6]
     assert {outcomes[i].outcome.klass for i in range(1, 6)} == {OutcomeClass.SUCCESS}
     assert outcomes[6].outcome.klass is OutcomeClass.RETRYABLE_STATUS
@@ -62,7 +60,7 @@ def test_poison_message_is_dead_lettered_and_logged_and_the_worker_goes_on(
 
     worker = workers(amqp.env(**FAST))
     worker.wait_started()
-    amqp.wait_count(amqp.topology.outcomes, 1)
+    assert [o.task_id for o in amqp.take_outcomes(1)] == [7]
     amqp.wait_count(amqp.topology.dead, 1)
 
     assert amqp.take(amqp.topology.dead) == [b'{"v": 1, "id": "not a number"']
@@ -86,7 +84,7 @@ def test_sigterm_lets_in_flight_requests_finish_within_the_grace(
     worker.terminate()
 
     assert worker.wait(30) == 0
-    assert amqp.count(amqp.topology.outcomes) == 2
+    assert len(amqp.take_outcomes(2)) == 2
     assert amqp.count(amqp.topology.deliveries) == 3  # never started: still queued
     assert receiver.stats()["count"] == 2
 
@@ -120,8 +118,7 @@ def test_kill_9_mid_request_hands_its_deliveries_to_another_worker(
     second = workers(amqp.env(**FAST))
     second.wait_started()
 
-    amqp.wait_count(amqp.topology.outcomes, 3, timeout_s=60)
-    outcomes = list(map(decode_outcome, amqp.take(amqp.topology.outcomes)))
+    outcomes = amqp.take_outcomes(3, timeout_s=60)
     assert sorted(o.task_id for o in outcomes) == [1, 2, 3]
     assert {o.outcome.klass for o in outcomes} == {OutcomeClass.SUCCESS}
     stats = receiver.stats()
@@ -197,7 +194,7 @@ def test_a_worker_reconnects_after_a_broker_restart_and_consumes_again(
     )
     hand_off(amqp, [receiver.url("/ok")] * 3)
 
-    amqp.wait_count(amqp.topology.outcomes, 3, timeout_s=30)
+    assert len(amqp.take_outcomes(3, timeout_s=30)) == 3
     assert worker.proc.poll() is None
     assert receiver.stats()["unique_ids"] == 3
 
@@ -216,7 +213,7 @@ def test_worker_metrics_count_fired_and_outcomes_and_readiness(
     worker.wait_started()
     port = int(wait_until(lambda: metrics_port(worker), timeout_s=10, what="the metrics port"))
     hand_off(amqp, [receiver.url("/ok"), receiver.url("/ok"), receiver.url("/status/404")])
-    amqp.wait_count(amqp.topology.outcomes, 3)
+    assert len(amqp.take_outcomes(3)) == 3
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         text = http.get("/metrics").text

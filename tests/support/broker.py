@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel
 
 from tests.support.waiting import wait_until
 from timer_controller.broker.topology import Topology, declare_all
+from timer_controller.domain.messages import TaskOutcome, decode_outcomes
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 T = TypeVar("T")
@@ -104,6 +105,18 @@ class TestBroker:
             what=f"{expected} messages in {queue}",
             interval_s=0.2,
         )
+
+    def take_outcomes(self, expected: int, *, timeout_s: float = 30) -> list[TaskOutcome]:
+        """Take outcome messages until they hold ``expected`` outcomes (workers batch them)."""
+        taken: list[TaskOutcome] = []
+
+        def enough() -> bool:
+            for body in self.take(self.topology.outcomes):
+                taken.extend(decode_outcomes(body))
+            return len(taken) >= expected
+
+        wait_until(enough, timeout_s=timeout_s, what=f"{expected} outcomes", interval_s=0.2)
+        return taken
 
     def delete(self) -> None:
         async def work(channel: AbstractChannel) -> None:

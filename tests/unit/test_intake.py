@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from timer_controller.domain.messages import encode_outcome
+from timer_controller.domain.messages import encode_outcome, encode_outcomes
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 from timer_controller.runtime.intake import OnCommit, OutcomeIntake
 from timer_controller.runtime.worker import Delivery
@@ -81,6 +81,56 @@ def test_a_malformed_outcome_is_dead_lettered_not_recorded() -> None:
     source, recorder = Source(), Recorder()
     intake = OutcomeIntake(source, recorder, prefetch=10)
     poison = FakeDelivery(b'{"v": 1}')
+
+    async def scenario() -> None:
+        await intake.start()
+        assert source.handler is not None
+        await source.handler(poison)
+
+    asyncio.run(scenario())
+
+    assert poison.settled == ["dead_letter"]
+    assert recorder.recorded == []
+
+
+def test_a_batch_is_acked_once_every_outcome_in_it_is_committed() -> None:
+    source, recorder = Source(), Recorder()
+    intake = OutcomeIntake(source, recorder, prefetch=10)
+    reports = [
+        (
+            ClaimedTask(id=i, url="http://h/", due_at=DUE, attempt=1, max_attempts=None),
+            Outcome(i, OutcomeClass.SUCCESS, status_code=200),
+        )
+        for i in (1, 2, 3)
+    ]
+    delivery = FakeDelivery(encode_outcomes(reports))
+
+    async def scenario() -> None:
+        await intake.start()
+        assert source.handler is not None
+        await source.handler(delivery)
+        assert [task.id for task, _, _ in recorder.recorded] == [1, 2, 3]
+        # The writer may commit them in different flushes.
+        for _, _, on_commit in recorder.recorded[:2]:
+            await on_commit()
+        assert delivery.settled == []
+        await recorder.recorded[2][2]()
+
+    asyncio.run(scenario())
+
+    assert delivery.settled == ["ack"]
+    assert intake.received == 3
+
+
+def test_a_batch_with_one_malformed_outcome_is_dead_lettered_whole() -> None:
+    source, recorder = Source(), Recorder()
+    intake = OutcomeIntake(source, recorder, prefetch=10)
+    good = encode_outcome(
+        ClaimedTask(id=1, url="http://h/", due_at=DUE, attempt=1, max_attempts=None),
+        Outcome(1, OutcomeClass.SUCCESS, status_code=200),
+    )
+    item = good.decode().replace('"v":1,', "")
+    poison = FakeDelivery(f'{{"v":2,"outcomes":[{item},{{"id":"x"}}]}}'.encode())
 
     async def scenario() -> None:
         await intake.start()

@@ -12,8 +12,10 @@ from timer_controller.domain.messages import (
     MalformedMessage,
     decode_handoff,
     decode_outcome,
+    decode_outcomes,
     encode_handoff,
     encode_outcome,
+    encode_outcomes,
 )
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
@@ -119,3 +121,57 @@ def _outcome(**changes: Any) -> bytes:
 def test_a_malformed_outcome_raises_with_the_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         decode_outcome(raw)
+
+
+def test_a_batch_of_outcomes_round_trips_in_order() -> None:
+    other = ClaimedTask(id=7, url="http://h/", due_at=DUE, attempt=1, max_attempts=None)
+    reports = [
+        (TASK, Outcome(42, OutcomeClass.SUCCESS, status_code=200)),
+        (other, Outcome(7, OutcomeClass.TIMEOUT, error="timed out", duration_s=10.0)),
+    ]
+
+    decoded = decode_outcomes(encode_outcomes(reports))
+
+    assert [(d.task_id, d.attempt, d.outcome) for d in decoded] == [
+        (42, 2, reports[0][1]),
+        (7, 1, reports[1][1]),
+    ]
+    assert json.loads(encode_outcomes(reports))["v"] == 2
+
+
+def test_a_lone_version_1_outcome_still_reads_as_a_batch_of_one() -> None:
+    [decoded] = decode_outcomes(encode_outcome(TASK, Outcome(42, OutcomeClass.SUCCESS)))
+
+    assert (decoded.task_id, decoded.attempt) == (42, 2)
+
+
+def _batch(*items: Any) -> bytes:
+    return json.dumps({"v": 2, "outcomes": list(items)}).encode()
+
+
+GOOD = json.loads(encode_outcome(TASK, Outcome(42, OutcomeClass.SUCCESS, status_code=200)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (_batch(), "field 'outcomes' is not a list of 1 to 1000 outcomes"),
+        (json.dumps({"v": 2, "outcomes": {}}).encode(), "field 'outcomes' is not a list"),
+        (json.dumps({"v": 2}).encode(), "field 'outcomes' is not a list"),
+        (_batch(GOOD, 5), "outcome 1 is not a JSON object"),
+        (_batch(GOOD, GOOD | {"class": "exploded"}), "outcome 1: field 'class' is invalid"),
+        (_batch(GOOD | {"id": 0}, GOOD), "outcome 0: field 'id' is invalid"),
+        (json.dumps({"v": 3, "outcomes": [GOOD]}).encode(), "version 3, expected 1 or 2"),
+        (json.dumps({"v": True, "outcomes": [GOOD]}).encode(), "version True"),
+    ],
+)
+def test_a_batch_with_one_malformed_outcome_is_malformed_as_a_whole(
+    raw: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        decode_outcomes(raw)
+
+
+def test_a_batch_holds_one_to_max_batch_outcomes() -> None:
+    with pytest.raises(ValueError, match="1 to 1000"):
+        encode_outcomes([])

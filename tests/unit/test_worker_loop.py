@@ -10,7 +10,7 @@ from typing import Any, ParamSpec
 
 import pytest
 
-from timer_controller.domain.messages import decode_outcome, encode_handoff
+from timer_controller.domain.messages import decode_outcomes, encode_handoff
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 from timer_controller.errors import BrokerError
 from timer_controller.runtime.worker import Delivery, Worker, WorkerConfig
@@ -129,7 +129,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 @in_loop
-async def test_each_delivery_is_fired_published_then_acked() -> None:
+async def test_outcomes_finished_together_go_in_one_confirmed_message_before_the_acks() -> None:
     broker, firer = FakeBroker(), Firer()
     worker, meter = make(broker, firer)
     stop = asyncio.Event()
@@ -142,10 +142,37 @@ async def test_each_delivery_is_fired_published_then_acked() -> None:
 
     assert await running == 0
     assert broker.prefetch == 7
-    assert sorted(broker.log) == ["ack", "ack", "publish 1.3", "publish 2.3"]
-    assert broker.log.index("publish 1.3") < broker.log.index("ack")
-    assert [decode_outcome(b).attempt for b in broker.published] == [3, 3]
+    assert broker.log == ["publish 1.3+1", "ack", "ack"]
+    [batch] = map(decode_outcomes, broker.published)
+    assert [(o.task_id, o.attempt) for o in batch] == [(1, 3), (2, 3)]
     assert (meter.started_n, meter.finished_n) == (2, 2)
+
+
+@in_loop
+async def test_a_full_batch_goes_at_once_and_the_next_gathers_meanwhile() -> None:
+    broker, firer = FakeBroker(), Firer()
+    meter = Meter()
+    config = WorkerConfig(
+        concurrency=7,
+        shutdown_grace_s=5,
+        publish_tries=3,
+        publish_wait_s=0.01,
+        outcome_batch=2,
+        outcome_linger_s=30,
+    )
+    worker = Worker(broker, firer, config, meter=meter)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    deliveries = [await broker.deliver(handoff(i)) for i in (1, 2, 3)]
+    await until(lambda: deliveries[1].settled is not None)
+    # The third waits for company (up to its linger) and is not acked yet.
+    assert [d.settled for d in deliveries] == ["ack", "ack", None]
+    assert broker.log == ["publish 1.3+1", "ack", "ack"]
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
 
 
 @in_loop

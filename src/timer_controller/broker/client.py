@@ -21,6 +21,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
+from timer_controller.broker.acks import ChannelAcks
 from timer_controller.broker.topology import PERSISTENT, Topology, declare, declare_all
 from timer_controller.errors import BrokerError
 
@@ -32,22 +33,35 @@ _BROKER_ERRORS = (*CONNECTION_EXCEPTIONS, TimeoutError, DeliveryError, PublishEr
 
 
 class AmqpDelivery:
-    """One message received from a queue; settle it exactly once."""
+    """One message received from a queue; settle it exactly once.
 
-    def __init__(self, message: AbstractIncomingMessage) -> None:
+    Acks go through the channel's ``ChannelAcks``, which folds acks asked
+    for together into one frame where it safely can.
+    """
+
+    def __init__(self, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         self._message = message
+        self._acks = acks
+        self._tag = message.delivery_tag or 0
         self.body = message.body
         self.redelivered = bool(message.redelivered)
+        acks.received(self._tag)
 
     async def ack(self) -> None:
-        await self._settle("ack", self._message.ack())
+        await self._settle("ack", self._acks.ack(self._tag))
 
     async def requeue(self) -> None:
-        await self._settle("requeue", self._message.nack(requeue=True))
+        try:
+            await self._settle("requeue", self._message.nack(requeue=True))
+        finally:
+            self._acks.settled_elsewhere(self._tag)
 
     async def dead_letter(self) -> None:
         """Reject without requeue: the queue's dead-letter settings route it to ``.dead``."""
-        await self._settle("dead-letter", self._message.reject(requeue=False))
+        try:
+            await self._settle("dead-letter", self._message.reject(requeue=False))
+        finally:
+            self._acks.settled_elsewhere(self._tag)
 
     async def _settle(self, what: str, action: Awaitable[None]) -> None:
         # A channel lost since the delivery cannot settle it; the broker has
@@ -115,9 +129,14 @@ class BrokerClient:
             await channel.initialize(timeout=PUBLISH_TIMEOUT_S)
             await channel.set_qos(prefetch_count=prefetch, timeout=PUBLISH_TIMEOUT_S)
             declared = await declare(channel, self.topology, queue)
+            acks: ChannelAcks | None = None
 
             async def on_message(message: AbstractIncomingMessage) -> None:
-                await handler(AmqpDelivery(message))
+                nonlocal acks
+                if acks is None or acks.channel is not message.channel:
+                    # Delivery tags start again on the channel a reconnect opens.
+                    acks = ChannelAcks(message.channel)
+                await handler(AmqpDelivery(message, acks))
 
             tag = await declared.consume(on_message, no_ack=False, timeout=PUBLISH_TIMEOUT_S)
         except _BROKER_ERRORS as exc:

@@ -5,16 +5,19 @@ task; an *outcome* carries how it ended, plus the hand-off fields the
 recording controller needs (attempt, max_attempts, due time), so any
 controller can record any task's outcome without asking who published it.
 
-Both are JSON objects with a version ``v``. Decoding is strict: anything
-else on the wire raises ``MalformedMessage`` with a reason, so a poison
-message is dead-lettered instead of crashing or stalling a consumer.
+Workers send outcomes in batches: one message (version 2) holds the
+outcomes of up to ``MAX_BATCH`` attempts; a lone outcome (version 1) is
+still read. Every message is a JSON object with a version ``v``. Decoding
+is strict: anything else on the wire raises ``MalformedMessage`` with a
+reason, so a poison message is dead-lettered (a batch as a whole) instead
+of crashing or stalling a consumer.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,6 +25,10 @@ from typing import Any, TypeVar
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
 VERSION = 1
+#: A batch of outcomes: ``{"v": 2, "outcomes": [...]}``.
+OUTCOMES_VERSION = 2
+#: Most outcomes one message may carry.
+MAX_BATCH = 1000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _T = TypeVar("_T")
 
@@ -73,26 +80,60 @@ def decode_handoff(raw: bytes) -> ClaimedTask:
 
 
 def encode_outcome(task: ClaimedTask, outcome: Outcome) -> bytes:
-    return _dump(
-        {
-            "v": VERSION,
-            "id": task.id,
-            "attempt": task.attempt,
-            "max_attempts": task.max_attempts,
-            "due_at": _time(task.due_at),
-            "class": outcome.klass.value,
-            "status_code": outcome.status_code,
-            "error": outcome.error,
-            "retry_after_s": outcome.retry_after_s,
-            "fired_at": None if outcome.fired_at is None else _time(outcome.fired_at),
-            "duration_s": outcome.duration_s,
-        }
-    )
+    """One outcome on its own (version 1), as workers sent them before batches."""
+    return _dump({"v": VERSION, **_outcome_fields(task, outcome)})
+
+
+def encode_outcomes(reports: Sequence[tuple[ClaimedTask, Outcome]]) -> bytes:
+    """Several outcomes in one message (version 2); at most MAX_BATCH of them."""
+    if not 1 <= len(reports) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} outcomes, not {len(reports)}")
+    return _dump({"v": OUTCOMES_VERSION, "outcomes": [_outcome_fields(t, o) for t, o in reports]})
+
+
+def _outcome_fields(task: ClaimedTask, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "attempt": task.attempt,
+        "max_attempts": task.max_attempts,
+        "due_at": _time(task.due_at),
+        "class": outcome.klass.value,
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "retry_after_s": outcome.retry_after_s,
+        "fired_at": None if outcome.fired_at is None else _time(outcome.fired_at),
+        "duration_s": outcome.duration_s,
+    }
 
 
 def decode_outcome(raw: bytes) -> TaskOutcome:
-    """The outcome a message reports; raises MalformedMessage."""
-    data = _load(raw, "outcome")
+    """The outcome a version-1 message reports; raises MalformedMessage."""
+    return _task_outcome(_load(raw, "outcome"))
+
+
+def decode_outcomes(raw: bytes) -> list[TaskOutcome]:
+    """Every outcome a message reports, a batch or a lone one; raises MalformedMessage.
+
+    One malformed outcome makes the whole message malformed.
+    """
+    data = _load(raw, "outcome", versions=(VERSION, OUTCOMES_VERSION))
+    if data["v"] == VERSION:
+        return [_task_outcome(data)]
+    items = data.get("outcomes")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise MalformedMessage(f"field 'outcomes' is not a list of 1 to {MAX_BATCH} outcomes")
+    decoded = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise MalformedMessage(f"outcome {index} is not a JSON object")
+        try:
+            decoded.append(_task_outcome(item))
+        except MalformedMessage as exc:
+            raise MalformedMessage(f"outcome {index}: {exc}") from None
+    return decoded
+
+
+def _task_outcome(data: dict[str, Any]) -> TaskOutcome:
     task_id = _field(data, "id", _positive_int)
     return TaskOutcome(
         task_id=task_id,
@@ -119,7 +160,7 @@ def _time(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def _load(raw: bytes, kind: str) -> dict[str, Any]:
+def _load(raw: bytes, kind: str, *, versions: tuple[int, ...] = (VERSION,)) -> dict[str, Any]:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MalformedMessage(f"{kind} is {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
@@ -130,8 +171,10 @@ def _load(raw: bytes, kind: str) -> dict[str, Any]:
         raise MalformedMessage(f"{kind} is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(data, dict):
         raise MalformedMessage(f"{kind} is not a JSON object")
-    if data.get("v") != VERSION:
-        raise MalformedMessage(f"{kind} has version {data.get('v')!r}, expected {VERSION}")
+    version = data.get("v")
+    if isinstance(version, bool) or version not in versions:
+        expected = " or ".join(map(str, versions))
+        raise MalformedMessage(f"{kind} has version {version!r}, expected {expected}")
     return data
 
 

@@ -23,6 +23,7 @@ from timer_controller.errors import BrokerError
 from timer_controller.ops.metrics import Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig, _Slot
 from timer_controller.runtime.ports import ClaimStore, DbClock
+from timer_controller.runtime.waits import not_before
 from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class HandOffController(Controller):
         return self._handoff.ready
 
     async def _fire(self, slot: _Slot, fire_at: float) -> None:
+        # The claim loop's timer may have woken a little early on uvloop.
+        await not_before(fire_at)
         if not await self._handoff.send(slot.task, lease_end=self._leases.lease_end(slot.task)):
             log.warning(
                 "task %d: the broker did not take the hand-off; handing the claim back",

@@ -2,7 +2,8 @@
 
 Every controller consumes the outcomes queue, so any controller records any
 task's outcome. Each outcome joins the same batched writer as in direct
-mode, and its message is acked only after the batch is committed; a
+mode, and its message (a worker's batch of outcomes) is acked only after
+every outcome in it is committed; a
 controller that dies first leaves it unacked, and another records it. The
 write itself is guarded by the task's attempt (``Transition``), so a late
 outcome of a superseded attempt changes nothing and is counted as stale.
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from timer_controller.domain.messages import MalformedMessage, decode_outcome
+from timer_controller.domain.messages import MalformedMessage, decode_outcomes
 from timer_controller.domain.task import ClaimedTask, Outcome
 from timer_controller.runtime.worker import Delivery
 
@@ -52,7 +53,7 @@ class OutcomeIntake:
 
     async def _receive(self, delivery: Delivery) -> None:
         try:
-            reported = decode_outcome(delivery.body)
+            reported = decode_outcomes(delivery.body)
         except MalformedMessage as exc:
             log.error(
                 "dead-lettered a malformed outcome: %s",
@@ -61,13 +62,28 @@ class OutcomeIntake:
             )
             await delivery.dead_letter()
             return
-        self.received += 1
-        # What the retry decision needs; the URL and request were the worker's.
-        task = ClaimedTask(
-            id=reported.task_id,
-            url="",
-            due_at=reported.due_at,
-            attempt=reported.attempt,
-            max_attempts=reported.max_attempts,
-        )
-        self._recorder.record(task, reported.outcome, on_commit=delivery.ack)
+        self.received += len(reported)
+        on_commit = _after_all(len(reported), delivery.ack)
+        for one in reported:
+            # What the retry decision needs; the URL and request were the worker's.
+            task = ClaimedTask(
+                id=one.task_id,
+                url="",
+                due_at=one.due_at,
+                attempt=one.attempt,
+                max_attempts=one.max_attempts,
+            )
+            self._recorder.record(task, one.outcome, on_commit=on_commit)
+
+
+def _after_all(count: int, action: OnCommit) -> OnCommit:
+    """Runs ``action`` on the ``count``-th call: once every outcome of a message is committed."""
+    remaining = count
+
+    async def one_committed() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            await action()
+
+    return one_committed

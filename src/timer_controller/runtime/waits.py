@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +29,18 @@ async def wait_any(
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def not_before(moment: float) -> None:
+    """Return no earlier than ``moment`` (monotonic seconds).
+
+    uvloop's timers count whole milliseconds from a cached clock (a sleep
+    under half a millisecond does not wait at all), so they may wake up to
+    about a millisecond early; asyncio's own never do. Checking again keeps
+    a hand-off from going out before its due time on either loop.
+    """
+    while (left_s := moment - time.monotonic()) > 0:  # noqa: ASYNC110 - a clock, no event
+        await asyncio.sleep(left_s + 0.0005)
 
 
 def short_ids(ids: Iterable[int]) -> str:

@@ -2,7 +2,8 @@
 
 Each delivery is a hand-off from a controller. It fires at once (the
 controller published it at its due time) through the same dispatcher as
-direct mode, its outcome is published and confirmed, and only then is the
+direct mode, its outcome is published and confirmed (in a batch with the
+outcomes finished near it, ``runtime.outbox``), and only then is the
 delivery acked: a worker that dies at any point leaves the delivery unacked
 and the broker gives it to another worker. A message that is not a valid
 hand-off is dead-lettered and logged, never retried.
@@ -21,13 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from timer_controller.domain.messages import (
-    MalformedMessage,
-    decode_handoff,
-    encode_outcome,
-)
+from timer_controller.domain.messages import MalformedMessage, decode_handoff
 from timer_controller.domain.task import ClaimedTask, Outcome
-from timer_controller.errors import BrokerError
+from timer_controller.runtime.outbox import Outbox, OutboxConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +66,9 @@ class WorkerConfig:
     #: Tries to get one outcome confirmed before the delivery is requeued.
     publish_tries: int
     publish_wait_s: float
+    #: Outcomes per message, and how long the first waits for company.
+    outcome_batch: int = 100
+    outcome_linger_s: float = 0.005
 
 
 class Worker:
@@ -79,6 +79,15 @@ class Worker:
         self._firer = firer
         self._config = config
         self._meter = meter
+        self._outbox = Outbox(
+            self._publish_outcome,
+            OutboxConfig(
+                max_batch=config.outcome_batch,
+                linger_s=config.outcome_linger_s,
+                publish_tries=config.publish_tries,
+                publish_wait_s=config.publish_wait_s,
+            ),
+        )
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
         #: Monotonic time of the last delivery or idle check, for /healthz.
@@ -130,27 +139,15 @@ class Worker:
             await asyncio.shield(delivery.requeue())
             raise
         self._meter.finished(outcome)
-        body = encode_outcome(task, outcome)
-        message_id = f"{task.id}.{task.attempt}"
-        for attempt in range(1, self._config.publish_tries + 1):
-            try:
-                await asyncio.shield(self._broker.publish_outcome(body, message_id=message_id))
-            except BrokerError as exc:
-                log.warning(
-                    "task %d: outcome not confirmed (try %d of %d): %s",
-                    task.id,
-                    attempt,
-                    self._config.publish_tries,
-                    exc,
-                )
-                if attempt < self._config.publish_tries:
-                    await asyncio.sleep(self._config.publish_wait_s)
-                continue
+        if await self._outbox.send(task, outcome):
             await asyncio.shield(delivery.ack())
             log.debug("task %d attempt %d fired: %s", task.id, task.attempt, outcome.klass.value)
             return
         # Requeued, it fires again: a repeat the receiver can spot by webhook-id.
         await asyncio.shield(delivery.requeue())
+
+    async def _publish_outcome(self, body: bytes, message_id: str) -> None:
+        await asyncio.shield(self._broker.publish_outcome(body, message_id=message_id))
 
     async def _shutdown(self) -> None:
         self._stopping = True
