@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
 
 import aio_pika
+import pytest
 
 from tests.support.broker import AMQP_URL, TestBroker
+from tests.support.tcp_proxy import TcpProxy
+from timer_controller.broker import client as client_module
 from timer_controller.broker.client import AmqpDelivery, BrokerClient
 from timer_controller.broker.connection import connect
 from timer_controller.broker.topology import DELIVERY_LIMIT
+from timer_controller.errors import BrokerError
 
 
 def with_client(amqp: TestBroker, work: Callable[[BrokerClient], Awaitable[None]]) -> None:
@@ -112,3 +117,59 @@ def test_an_expired_message_is_dead_lettered_unfired(amqp: TestBroker) -> None:
 
     amqp.wait_count(amqp.topology.dead, 1, timeout_s=15)
     assert amqp.count(amqp.topology.deliveries) == 0
+
+
+def _through_proxy(
+    amqp: TestBroker, proxy: TcpProxy, work: Callable[[BrokerClient], Awaitable[None]]
+) -> None:
+    url = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port}/", f":{proxy.port}/")
+
+    async def run() -> None:
+        connection = await connect(url, shown_as="test", tries=1, wait_s=0, name="test")
+        client = BrokerClient(connection, amqp.topology)
+        try:
+            await client.open()
+            async with asyncio.timeout(60):
+                await work(client)
+        finally:
+            proxy.thaw()
+            await client.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def broker_proxy() -> Iterator[TcpProxy]:
+    target = urlsplit(AMQP_URL)
+    with TcpProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        yield proxy
+
+
+def test_a_slow_confirm_is_waited_for_not_published_again(
+    amqp: TestBroker, broker_proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def work(client: BrokerClient) -> None:
+        monkeypatch.setattr(client_module, "PUBLISH_TIMEOUT_S", 0.5)  # once the client is open
+        broker_proxy.freeze()  # the publish and its confirm are held: a broker that is slow
+        publish = asyncio.ensure_future(
+            client.publish(amqp.topology.deliveries, b"once", message_id="1.1", expiration_s=30)
+        )
+        done, _ = await asyncio.wait({publish}, timeout=4 * client_module.PUBLISH_TIMEOUT_S)
+        assert not done, "gave up on the confirm while the message may still be queued"
+        broker_proxy.thaw()
+        await publish
+
+    _through_proxy(amqp, broker_proxy, work)
+    assert amqp.take(amqp.topology.deliveries) == [b"once"]
+
+
+def test_a_publish_without_expiration_gives_up_after_the_publish_timeout(
+    amqp: TestBroker, broker_proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def work(client: BrokerClient) -> None:
+        monkeypatch.setattr(client_module, "PUBLISH_TIMEOUT_S", 0.5)  # once the client is open
+        broker_proxy.freeze()
+        with pytest.raises(BrokerError, match=r"no answer within 0\.5s"):
+            await client.publish(amqp.topology.outcomes, b"outcome", message_id="o.1")
+
+    _through_proxy(amqp, broker_proxy, work)

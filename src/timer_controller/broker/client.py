@@ -1,7 +1,10 @@
 """Publishing with confirms and consuming with manual acks, over one connection.
 
 Publishes go out on a channel of their own with publisher confirms, as
-persistent messages; each waits at most PUBLISH_TIMEOUT_S for its confirm.
+persistent messages. A message with an expiration waits for its confirm as
+long as it may live in the queue: publishing it again after a slow confirm
+would queue it twice, and a receiver would see a repeat with nothing crashed.
+Others wait at most PUBLISH_TIMEOUT_S. A lost connection fails the wait at once.
 Consumers get ``AmqpDelivery`` objects and ack, requeue or dead-letter them
 explicitly. Every aio-pika error becomes ``BrokerError`` here.
 """
@@ -104,7 +107,11 @@ class BrokerClient:
     async def publish(
         self, queue: str, body: bytes, *, message_id: str, expiration_s: float | None = None
     ) -> None:
-        """Return once the broker confirmed ``body`` as a persistent message on ``queue``."""
+        """Return once the broker confirmed ``body`` as a persistent message on ``queue``.
+
+        Waits up to ``expiration_s`` (the message's life in the queue) when
+        given, else PUBLISH_TIMEOUT_S.
+        """
         if self._publish_channel is None:
             raise BrokerError("the broker client is not open")
         message = aio_pika.Message(
@@ -114,13 +121,14 @@ class BrokerClient:
             message_id=message_id,
             expiration=expiration_s,
         )
+        wait_s = max(expiration_s or 0.0, PUBLISH_TIMEOUT_S)
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            async with asyncio.timeout(wait_s):
                 await self._publish_channel.default_exchange.publish(
-                    message, routing_key=queue, timeout=PUBLISH_TIMEOUT_S
+                    message, routing_key=queue, timeout=wait_s
                 )
         except _BROKER_ERRORS as exc:
-            raise BrokerError(f"publish to {queue} not confirmed: {_reason(exc)}") from None
+            raise BrokerError(f"publish to {queue} not confirmed: {_reason(exc, wait_s)}") from None
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
         """Deliver ``queue``'s messages to ``handler``, at most ``prefetch`` unsettled."""
@@ -160,7 +168,7 @@ class BrokerClient:
             log.warning("closing the broker connection: %s", _reason(exc))
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, wait_s: float = PUBLISH_TIMEOUT_S) -> str:
     if isinstance(exc, TimeoutError):
-        return f"no confirm within {PUBLISH_TIMEOUT_S:g}s"
+        return f"no answer within {wait_s:g}s"
     return (str(exc).strip() or type(exc).__name__)[:200]
