@@ -13,6 +13,7 @@ INSERT fails with a duplicate key, and it then reads the winner's row.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, CursorResult, Engine, text
 
 from timer_controller.db.errors import storage_operation
 from timer_controller.db.timer_statements import (
@@ -33,11 +34,11 @@ from timer_controller.db.timer_statements import (
     SELECT_IDS,
     SELECT_TIMER,
     due_params,
-    insert_rows_sql,
-    row_params,
+    insert_rows_text,
     select_page,
 )
-from timer_controller.errors import StorageError
+from timer_controller.domain.task import Status
+from timer_controller.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ class KeyConflict(Exception):
         super().__init__(f"{len(existing)} idempotency keys are used by other requests")
 
 
+#: What one create came to, in ``create_each``.
+Outcome = Created | KeyConflict | StorageError
+
+
 class _NotConsecutive(Exception):
     """A multi-row INSERT's ids were not first, first + step, …: insert row by row."""
 
@@ -179,6 +184,33 @@ def _row_values(timer: NewTimer) -> dict[str, Any]:
     return values
 
 
+def _insert_rows(
+    conn: Connection, timers: Sequence[NewTimer], *, returning: bool
+) -> CursorResult[Any]:
+    """One multi-row INSERT of ``timers``, its values rendered in (``insert_rows_text``)."""
+    driver: Any = conn.connection.dbapi_connection
+
+    def quote(value: str) -> str:
+        return str(driver.literal(value).decode(driver.encoding))
+
+    rows = [_row_values(t) for t in timers]
+    sql = insert_rows_text(rows, conn.dialect, quote=quote, returning=returning)
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+def _inserted(timer: NewTimer, decided: Sequence[Any]) -> TimerRecord:
+    """The record of a row just inserted from ``timer``: INSERT_TIMER_DECIDED's columns
+    with the values the row was given, and the defaults of the rest."""
+    timer_id, due_at, created_at, db_now = decided
+    body_bytes = None if timer.body is None else len(timer.body.encode())
+    time_left_s = max(0.0, (due_at - db_now).total_seconds())
+    return TimerRecord(
+        timer_id, timer.url, timer.method, Status.WAITING.value, due_at, 0, timer.max_attempts,
+        None, None, created_at, None, None, timer.idempotency_key, timer.idempotency_hash,
+        _header_names(timer.headers), body_bytes, time_left_s,
+    )  # fmt: skip
+
+
 def _check_order(
     records: Sequence[TimerRecord], timers: Sequence[NewTimer], ids: Sequence[int] | None
 ) -> None:
@@ -188,6 +220,14 @@ def _check_order(
         ids is not None and [r.id for r in records] != list(ids)
     ):
         raise _NotConsecutive
+
+
+def _holders(conn: Connection, keys: Sequence[str]) -> dict[str | None, TimerRecord]:
+    """The timers holding any of ``keys``, by key."""
+    if not keys:
+        return {}
+    rows = conn.execute(SELECT_BY_KEYS, {"keys": list(keys)})
+    return {record.idempotency_key: record for record in map(to_record, rows)}
 
 
 class TimerStore:
@@ -279,12 +319,7 @@ class TimerStore:
         self, conn: Connection, timers: Sequence[NewTimer], keys: Sequence[str]
     ) -> dict[str | None, TimerRecord]:
         """Timers already holding ``keys``; KeyConflict when any was another request's."""
-        if not keys:
-            return {}
-        found = {
-            record.idempotency_key: record
-            for record in map(to_record, conn.execute(SELECT_BY_KEYS, {"keys": list(keys)}))
-        }
+        found = _holders(conn, keys)
         conflicts = {
             index: found[t.idempotency_key]
             for index, t in enumerate(timers)
@@ -310,9 +345,7 @@ class TimerStore:
         step = int(conn.execute(text("SELECT @@auto_increment_increment")).scalar_one())
         ids: list[int] = []
         for chunk in _chunks(timers, max_rows=max_rows):
-            sql, names = insert_rows_sql(len(chunk), conn.dialect)
-            params = row_params([_row_values(t) for t in chunk], names)
-            first = int(conn.exec_driver_sql(sql, params).lastrowid)
+            first = int(_insert_rows(conn, chunk, returning=False).lastrowid)
             ids += [first + i * step for i in range(len(chunk))]
         records = [to_record(row) for row in conn.execute(SELECT_IDS, {"ids": ids})]
         # InnoDB numbers a multi-row INSERT's rows consecutively; check rather than trust.
@@ -326,12 +359,73 @@ class TimerStore:
             return [to_record(conn.execute(INSERT_TIMER_RETURNING, _row_values(timers[0])).one())]
         records: list[TimerRecord] = []
         for chunk in _chunks(timers, max_rows=max_rows):
-            sql, names = insert_rows_sql(len(chunk), conn.dialect, returning=True)
-            params = row_params([_row_values(t) for t in chunk], names)
-            records += map(to_record, conn.exec_driver_sql(sql, params))
-        # The rows come back in the order they were given; check rather than trust.
-        _check_order(records, timers, None)
+            rows = _insert_rows(conn, chunk, returning=True)
+            records += map(_inserted, chunk, rows)
+        # The rows come back in the order they were given, so their ids rise; check that.
+        if any(a.id >= b.id for a, b in itertools.pairwise(records)):
+            raise _NotConsecutive
         return records
+
+    def create_each(self, *, timers: Sequence[NewTimer]) -> list[Outcome]:
+        """``create`` for each timer, as if called one after another: one transaction if it can.
+
+        Each entry is what ``create`` would return, or the KeyConflict or
+        StorageError it would raise; StorageUnavailable is raised, for all.
+        Unrelated callers' creates go together, so one's failure never fails
+        another's: when the shared
+        transaction fails (a key raced in from elsewhere, a value the server
+        refuses), each timer is created on its own. A key that repeats within
+        ``timers`` is settled after its first use, as a later ``create`` would be.
+        """
+        firsts: dict[str, int] = {}
+        shared, later = [], []
+        for index, timer in enumerate(timers):
+            key = timer.idempotency_key
+            if key is not None and firsts.setdefault(key, index) != index:
+                later.append(index)
+            else:
+                shared.append(index)
+        results: dict[int, Outcome] = {}
+        try:
+            answers = self._create_shared([timers[i] for i in shared], list(firsts))
+        except StorageUnavailable:
+            raise
+        except (StorageError, _NotConsecutive) as exc:
+            log.info("a group of %d creates failed together (%s); one by one", len(shared), exc)
+            later = shared + later
+        else:
+            results.update(zip(shared, answers, strict=True))
+        for index in sorted(later):
+            results[index] = self._create_alone(timers[index])
+        return [results[index] for index in range(len(timers))]
+
+    def _create_alone(self, timer: NewTimer) -> Outcome:
+        try:
+            return self.create(timer=timer)
+        except StorageUnavailable:
+            raise
+        except (KeyConflict, StorageError) as exc:
+            return exc
+
+    @storage_operation
+    def _create_shared(
+        self, timers: Sequence[NewTimer], keys: Sequence[str]
+    ) -> list[Created | KeyConflict]:
+        """Timers with distinct keys in one transaction; a key taken answers for its own."""
+        answers: list[Created | KeyConflict | None] = []
+        with self._engine.begin() as conn:
+            found = _holders(conn, keys)
+            for timer in timers:
+                holder = found.get(timer.idempotency_key) if timer.idempotency_key else None
+                if holder is None:
+                    answers.append(None)
+                elif holder.idempotency_hash == timer.idempotency_hash:
+                    answers.append(Created(holder, created=False))
+                else:
+                    answers.append(KeyConflict({0: holder}))
+            fresh = [t for t, answer in zip(timers, answers, strict=True) if answer is None]
+            records = iter(self._insert(conn, fresh, max_rows=len(fresh) or 1))
+        return [Created(next(records), created=True) if a is None else a for a in answers]
 
     # -- changes -------------------------------------------------------------
 
