@@ -51,6 +51,9 @@ class ApiTiming:
     errors: int = 0
     #: CPU seconds of the api process while this ran (None for raw modes).
     api_cpu_s: float | None = None
+    #: CPU seconds of the harness (the clients, or the raw loop) while this ran: it
+    #: shares the machine's cores with the api and the database.
+    client_cpu_s: float = 0.0
 
     @property
     def timers_per_s(self) -> float:
@@ -71,6 +74,7 @@ class ApiTiming:
             "p99_ms": self.stat(99),
             "errors": self.errors,
             "api_cpu_s": self.api_cpu_s,
+            "client_cpu_s": self.client_cpu_s,
         }
 
 
@@ -134,10 +138,11 @@ async def _post_many(
     bodies: list[Any],
     warmup: list[Any],
     clients: int,
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, float]:
     """POST ``warmup``, then every body ``clients`` at a time (timed).
 
-    Returns the timed requests' latencies (ms), how many failed, and the wall seconds.
+    Returns the timed requests' latencies (ms), how many failed, the wall seconds
+    and the CPU seconds this process (the clients) spent meanwhile.
     """
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=clients)
@@ -161,10 +166,11 @@ async def _post_many(
     ) as session:
         warm = iter(warmup)
         await asyncio.gather(*(_drain(session, path, warm) for _ in range(clients)))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         wall = time.perf_counter() - started
-    return latencies, errors, wall
+        cpu = time.process_time() - cpu_started
+    return latencies, errors, wall, cpu
 
 
 async def _drain(session: aiohttp.ClientSession, path: str, bodies: Any) -> None:
@@ -180,7 +186,7 @@ def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
     bodies = [body(str(i)) for i in range(creates)]
     warmup = [body(f"warm/{i}") for i in range(WARMUP_REQUESTS)]
     cpu_before = cpu_s(api.pid)
-    latencies, errors, wall = asyncio.run(
+    latencies, errors, wall, client_cpu = asyncio.run(
         _post_many(
             api.base_url,
             api.token,
@@ -191,7 +197,9 @@ def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
         )
     )
     cpu = cpu_s(api.pid) - cpu_before
-    return ApiTiming("api single", clients, creates, creates, wall, latencies, errors, cpu)
+    return ApiTiming(
+        "api single", clients, creates, creates, wall, latencies, errors, cpu, client_cpu
+    )
 
 
 def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
@@ -201,7 +209,7 @@ def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
     bodies = [batch(str(b)) for b in range(batches)]
     cpu_before = cpu_s(api.pid)
     # One batch at a time, after one untimed batch.
-    latencies, errors, wall = asyncio.run(
+    latencies, errors, wall, client_cpu = asyncio.run(
         _post_many(
             api.base_url,
             api.token,
@@ -212,19 +220,22 @@ def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
         )
     )
     cpu = cpu_s(api.pid) - cpu_before
-    return ApiTiming("api batch", 1, batches * size, batches, wall, latencies, errors, cpu)
+    return ApiTiming(
+        "api batch", 1, batches * size, batches, wall, latencies, errors, cpu, client_cpu
+    )
 
 
 def raw_single(conn: Any, *, creates: int) -> ApiTiming:
     cur = conn.cursor()
     sql = "INSERT INTO tasks (url, due_at) VALUES (%s, UTC_TIMESTAMP(6) + INTERVAL %s SECOND)"
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i in range(creates):
         t0 = time.perf_counter()
         cur.execute(sql, (f"{URL}/raw/{i}", DUE_IN_S))  # autocommit: one transaction each
         latencies.append((time.perf_counter() - t0) * 1000)
-    return ApiTiming("raw single", 1, creates, creates, time.perf_counter() - started, latencies)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ApiTiming("raw single", 1, creates, creates, wall, latencies, client_cpu_s=cpu)
 
 
 def raw_multirow(conn: Any, *, batches: int, size: int) -> ApiTiming:
@@ -232,16 +243,15 @@ def raw_multirow(conn: Any, *, batches: int, size: int) -> ApiTiming:
     values = ", ".join(["(%s, UTC_TIMESTAMP(6) + INTERVAL 3600 SECOND)"] * size)
     sql = f"INSERT INTO tasks (url, due_at) VALUES {values}"
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for b in range(batches):
         t0 = time.perf_counter()
         cur.execute("START TRANSACTION")
         cur.execute(sql, [f"{URL}/raw/{b}/{i}" for i in range(size)])
         cur.execute("COMMIT")
         latencies.append((time.perf_counter() - t0) * 1000)
-    return ApiTiming(
-        "raw multi-row", 1, batches * size, batches, time.perf_counter() - started, latencies
-    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ApiTiming("raw multi-row", 1, batches * size, batches, wall, latencies, client_cpu_s=cpu)
 
 
 def run(
