@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from timer_controller.api.grouping import CreateGroups
-from timer_controller.api.models import BatchIn, TimerSpec, timer_fields
+from timer_controller.api.models import BatchIn, TimerSpec, rfc3339, timer_fields
 from timer_controller.api.problems import ApiProblem, ProblemItem, summary
 from timer_controller.api.validation import InvalidTimer, TimerRules, check_batch, check_timer
 from timer_controller.db.timers import Created, KeyConflict, TimerStore
@@ -70,7 +70,7 @@ class Creates:
         except KeyConflict as exc:
             raise _key_reused(exc, batch=False) from None
         return _json(
-            timer_fields(created.timer, self._rules.default_max_attempts),
+            timer_fields(created.timer, self._rules.default_max_attempts, time=rfc3339),
             status=201 if created.created else 200,
             headers={"Location": f"/v1/timers/{created.timer.id}"},
         )
@@ -89,5 +89,6 @@ class Creates:
             raise invalid(exc.items) from None
         except KeyConflict as exc:
             raise _key_reused(exc, batch=True) from None
-        fields = [timer_fields(c.timer, rules.default_max_attempts) for c in created]
+        most = rules.default_max_attempts
+        fields = [timer_fields(c.timer, most, time=rfc3339) for c in created]
         return _json({"timers": fields}, status=201 if any(c.created for c in created) else 200)
