@@ -198,16 +198,21 @@ def _insert_rows(
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
+_WAITING = Status.WAITING.value
+_read_time = datetime.fromisoformat
+
+
 def _inserted(timer: NewTimer, decided: Sequence[Any]) -> TimerRecord:
     """The record of a row just inserted from ``timer``: INSERT_TIMER_DECIDED's columns
     with the values the row was given, and the defaults of the rest."""
-    timer_id, due_at, created_at, db_now = decided
+    timer_id, due_at, created_at, due_in_us = decided
     body_bytes = None if timer.body is None else len(timer.body.encode())
-    time_left_s = max(0.0, (due_at - db_now).total_seconds())
+    # Divided as timedelta.total_seconds() divides: the float to_record gives.
+    time_left_s = max(0.0, due_in_us / 10**6)
     return TimerRecord(
-        timer_id, timer.url, timer.method, Status.WAITING.value, due_at, 0, timer.max_attempts,
-        None, None, created_at, None, None, timer.idempotency_key, timer.idempotency_hash,
-        _header_names(timer.headers), body_bytes, time_left_s,
+        timer_id, timer.url, timer.method, _WAITING, _read_time(due_at), 0, timer.max_attempts,
+        None, None, _read_time(created_at), None, None, timer.idempotency_key,
+        timer.idempotency_hash, _header_names(timer.headers), body_bytes, time_left_s,
     )  # fmt: skip
 
 
