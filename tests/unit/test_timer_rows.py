@@ -5,14 +5,21 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import to_json
 from sqlalchemy import select
+from sqlalchemy.dialects.mysql import mysqldb
 
 from timer_controller.api.models import TimerOut, rfc3339, timer_fields
-from timer_controller.db.timer_statements import INSERT_TIMER_RETURNING, TIMER_COLUMNS
-from timer_controller.db.timers import TimerRecord, to_record
+from timer_controller.db.timer_statements import (
+    INSERT_TIMER_RETURNING,
+    ROW_VALUES,
+    TIMER_COLUMNS,
+    insert_rows_text,
+)
+from timer_controller.db.timers import NewTimer, TimerRecord, _row_tuple, _row_values, to_record
 
 
 def test_the_selected_columns_are_the_records_fields_in_order() -> None:
@@ -72,3 +79,39 @@ def test_the_creates_answer_is_the_models_json(record: TimerRecord) -> None:
     fields = timer_fields(record, 3, time=rfc3339)
 
     assert to_json(fields) == TimerOut.of(record, default_max_attempts=3).model_dump_json().encode()
+
+
+@pytest.mark.parametrize(
+    "timer",
+    [
+        NewTimer(url="http://x/", delay_s=1.5),
+        NewTimer(
+            url="http://y/",
+            due_at=datetime(2030, 1, 2),
+            method="PUT",
+            headers="{}",
+            body="b",
+            max_attempts=3,
+            idempotency_key="k",
+            idempotency_hash="h",
+        ),
+    ],
+)
+def test_a_rows_values_are_in_the_rendered_statements_order(timer: NewTimer) -> None:
+    values = _row_values(timer)
+
+    assert _row_tuple(timer) == tuple(values[name] for name in ROW_VALUES)
+
+
+def test_a_rendered_insert_is_the_compiled_one_with_each_value_in_place() -> None:
+    dialect = mysqldb.dialect(is_mariadb=True)
+    row = ("http://x/%s'", 5, datetime(2030, 1, 2, 3, 4, 5), None, None, None, 7, None, None)
+
+    sql = insert_rows_text([row, row], dialect, quote=lambda s: f"<{s}>", returning=True)
+
+    one = (
+        "(<http://x/%s'>, timestampadd(MICROSECOND, 5, coalesce('2030-01-02 03:04:05.000000', "
+        "utc_timestamp(6))), NULL, NULL, NULL, 7, NULL, NULL)"
+    )
+    assert sql.startswith("INSERT INTO tasks (url, due_at, method, headers, ")
+    assert f" VALUES {one}, {one} RETURNING tasks.id, " in sql

@@ -184,6 +184,15 @@ def _row_values(timer: NewTimer) -> dict[str, Any]:
     return values
 
 
+def _row_tuple(timer: NewTimer) -> tuple[object, ...]:
+    """_row_values in ROW_VALUES order."""
+    due = due_params(due_at=timer.due_at, delay_s=timer.delay_s)
+    return (
+        timer.url, due["delay_us"], due["at"], timer.method, timer.headers, timer.body,
+        timer.max_attempts, timer.idempotency_key, timer.idempotency_hash,
+    )  # fmt: skip
+
+
 def _insert_rows(
     conn: Connection, timers: Sequence[NewTimer], *, returning: bool
 ) -> CursorResult[Any]:
@@ -193,7 +202,7 @@ def _insert_rows(
     def quote(value: str) -> str:
         return str(driver.literal(value).decode(driver.encoding))
 
-    rows = [_row_values(t) for t in timers]
+    rows = map(_row_tuple, timers)
     sql = insert_rows_text(rows, conn.dialect, quote=quote, returning=returning)
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
