@@ -2,7 +2,7 @@
 
 Four timings on the same database in the same run:
 
-* **api single**: ``POST /v1/timers`` from N concurrent clients (aiohttp);
+* **api single**: ``POST /v1/timers`` from N concurrent keep-alive connections;
 * **raw single**: one-row ``INSERT``s, autocommit, one MySQLdb connection;
 * **api batch**: ``POST /v1/timers/batch`` of B timers, one after another;
 * **raw multi-row**: one B-row ``INSERT`` and a COMMIT per batch, one connection.
@@ -19,13 +19,13 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import db
+from bench.http_client import KeepAlive
 from bench.metrics import percentile
 from bench.procs import START_TIMEOUT_S, _terminate, cpu_s
 
@@ -36,6 +36,7 @@ DUE_IN_S = 3600
 #: Requests sent before timing starts: connections opened, code paths warm.
 WARMUP_REQUESTS = 200
 READY_LINE = "api listening on http://"
+RUN_TIMEOUT_S = 900
 
 
 @dataclass
@@ -141,42 +142,42 @@ async def _post_many(
 ) -> tuple[list[float], int, float, float]:
     """POST ``warmup``, then every body ``clients`` at a time (timed).
 
-    Returns the timed requests' latencies (ms), how many failed, the wall seconds
-    and the CPU seconds this process (the clients) spent meanwhile.
+    Each client is one keep-alive connection with one request outstanding
+    (``http_client.py``). Returns the timed requests' latencies (ms), how many
+    failed, the wall seconds and the CPU seconds this process (the clients)
+    spent meanwhile.
     """
-    headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=60)
+    auth = {"Authorization": f"Bearer {token}"}
+    connections = [KeepAlive(base_url, auth) for _ in range(clients)]
     latencies: list[float] = []
     errors = 0
     queue = iter(bodies)
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(connection: KeepAlive) -> None:
         nonlocal errors
         for body in queue:
             started = time.perf_counter()
-            async with session.post(path, json=body) as response:
-                await response.read()
-                if response.status not in (200, 201):
-                    errors += 1
+            status, _ = await connection.post(path, body)
             latencies.append((time.perf_counter() - started) * 1000)
+            if status not in (200, 201):
+                errors += 1
 
-    async with aiohttp.ClientSession(
-        base_url, headers=headers, connector=connector, timeout=timeout
-    ) as session:
+    async def drain(connection: KeepAlive, bodies: Iterator[Any]) -> None:
+        for body in bodies:
+            await connection.post(path, body)
+
+    try:
         warm = iter(warmup)
-        await asyncio.gather(*(_drain(session, path, warm) for _ in range(clients)))
+        await asyncio.wait_for(asyncio.gather(*(drain(c, warm) for c in connections)), 60)
         started, cpu_started = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        async with asyncio.timeout(RUN_TIMEOUT_S):  # an api that stops answering ends the run
+            await asyncio.gather(*(client(c) for c in connections))
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+    finally:
+        for connection in connections:
+            connection.close()
     return latencies, errors, wall, cpu
-
-
-async def _drain(session: aiohttp.ClientSession, path: str, bodies: Any) -> None:
-    for body in bodies:
-        async with session.post(path, json=body) as response:
-            await response.read()
 
 
 def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
