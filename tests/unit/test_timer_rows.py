@@ -13,13 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.dialects.mysql import mysqldb
 
 from timer_controller.api.models import TimerOut, rfc3339, timer_fields
+from timer_controller.db.timer_inserts import row_tuple, row_values
 from timer_controller.db.timer_statements import (
     INSERT_TIMER_RETURNING,
     ROW_VALUES,
     TIMER_COLUMNS,
     insert_rows_text,
 )
-from timer_controller.db.timers import NewTimer, TimerRecord, _row_tuple, _row_values, to_record
+from timer_controller.db.timers import NewTimer, TimerRecord, to_record
 
 
 def test_the_selected_columns_are_the_records_fields_in_order() -> None:
@@ -98,9 +99,9 @@ def test_the_creates_answer_is_the_models_json(record: TimerRecord) -> None:
     ],
 )
 def test_a_rows_values_are_in_the_rendered_statements_order(timer: NewTimer) -> None:
-    values = _row_values(timer)
+    values = row_values(timer)
 
-    assert _row_tuple(timer) == tuple(values[name] for name in ROW_VALUES)
+    assert row_tuple(timer) == tuple(values[name] for name in ROW_VALUES)
 
 
 def test_a_rendered_insert_is_the_compiled_one_with_each_value_in_place() -> None:
