@@ -2,7 +2,7 @@
 
 Four timings on the same database in the same run:
 
-* **api single**: ``POST /v1/timers`` from N concurrent clients (aiohttp);
+* **api single**: ``POST /v1/timers`` from N concurrent keep-alive connections;
 * **raw single**: one-row ``INSERT``s, autocommit, one MySQLdb connection;
 * **api batch**: ``POST /v1/timers/batch`` of B timers, one after another;
 * **raw multi-row**: one B-row ``INSERT`` and a COMMIT per batch, one connection.
@@ -19,13 +19,13 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import db
+from bench.http_client import KeepAlive
 from bench.metrics import percentile
 from bench.procs import START_TIMEOUT_S, _terminate, cpu_s
 
@@ -36,6 +36,7 @@ DUE_IN_S = 3600
 #: Requests sent before timing starts: connections opened, code paths warm.
 WARMUP_REQUESTS = 200
 READY_LINE = "api listening on http://"
+RUN_TIMEOUT_S = 900
 
 
 @dataclass
@@ -51,6 +52,9 @@ class ApiTiming:
     errors: int = 0
     #: CPU seconds of the api process while this ran (None for raw modes).
     api_cpu_s: float | None = None
+    #: CPU seconds of the harness (the clients, or the raw loop) while this ran: it
+    #: shares the machine's cores with the api and the database.
+    client_cpu_s: float = 0.0
 
     @property
     def timers_per_s(self) -> float:
@@ -71,6 +75,7 @@ class ApiTiming:
             "p99_ms": self.stat(99),
             "errors": self.errors,
             "api_cpu_s": self.api_cpu_s,
+            "client_cpu_s": self.client_cpu_s,
         }
 
 
@@ -134,43 +139,45 @@ async def _post_many(
     bodies: list[Any],
     warmup: list[Any],
     clients: int,
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, float]:
     """POST ``warmup``, then every body ``clients`` at a time (timed).
 
-    Returns the timed requests' latencies (ms), how many failed, and the wall seconds.
+    Each client is one keep-alive connection with one request outstanding
+    (``http_client.py``). Returns the timed requests' latencies (ms), how many
+    failed, the wall seconds and the CPU seconds this process (the clients)
+    spent meanwhile.
     """
-    headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=60)
+    auth = {"Authorization": f"Bearer {token}"}
+    connections = [KeepAlive(base_url, auth) for _ in range(clients)]
     latencies: list[float] = []
     errors = 0
     queue = iter(bodies)
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(connection: KeepAlive) -> None:
         nonlocal errors
         for body in queue:
             started = time.perf_counter()
-            async with session.post(path, json=body) as response:
-                await response.read()
-                if response.status not in (200, 201):
-                    errors += 1
+            status, _ = await connection.post(path, body)
             latencies.append((time.perf_counter() - started) * 1000)
+            if status not in (200, 201):
+                errors += 1
 
-    async with aiohttp.ClientSession(
-        base_url, headers=headers, connector=connector, timeout=timeout
-    ) as session:
+    async def drain(connection: KeepAlive, bodies: Iterator[Any]) -> None:
+        for body in bodies:
+            await connection.post(path, body)
+
+    try:
         warm = iter(warmup)
-        await asyncio.gather(*(_drain(session, path, warm) for _ in range(clients)))
-        started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        await asyncio.wait_for(asyncio.gather(*(drain(c, warm) for c in connections)), 60)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        async with asyncio.timeout(RUN_TIMEOUT_S):  # an api that stops answering ends the run
+            await asyncio.gather(*(client(c) for c in connections))
         wall = time.perf_counter() - started
-    return latencies, errors, wall
-
-
-async def _drain(session: aiohttp.ClientSession, path: str, bodies: Any) -> None:
-    for body in bodies:
-        async with session.post(path, json=body) as response:
-            await response.read()
+        cpu = time.process_time() - cpu_started
+    finally:
+        for connection in connections:
+            connection.close()
+    return latencies, errors, wall, cpu
 
 
 def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
@@ -180,7 +187,7 @@ def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
     bodies = [body(str(i)) for i in range(creates)]
     warmup = [body(f"warm/{i}") for i in range(WARMUP_REQUESTS)]
     cpu_before = cpu_s(api.pid)
-    latencies, errors, wall = asyncio.run(
+    latencies, errors, wall, client_cpu = asyncio.run(
         _post_many(
             api.base_url,
             api.token,
@@ -191,7 +198,9 @@ def api_single(api: ApiProcess, *, creates: int, clients: int) -> ApiTiming:
         )
     )
     cpu = cpu_s(api.pid) - cpu_before
-    return ApiTiming("api single", clients, creates, creates, wall, latencies, errors, cpu)
+    return ApiTiming(
+        "api single", clients, creates, creates, wall, latencies, errors, cpu, client_cpu
+    )
 
 
 def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
@@ -201,7 +210,7 @@ def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
     bodies = [batch(str(b)) for b in range(batches)]
     cpu_before = cpu_s(api.pid)
     # One batch at a time, after one untimed batch.
-    latencies, errors, wall = asyncio.run(
+    latencies, errors, wall, client_cpu = asyncio.run(
         _post_many(
             api.base_url,
             api.token,
@@ -212,19 +221,22 @@ def api_batch(api: ApiProcess, *, batches: int, size: int) -> ApiTiming:
         )
     )
     cpu = cpu_s(api.pid) - cpu_before
-    return ApiTiming("api batch", 1, batches * size, batches, wall, latencies, errors, cpu)
+    return ApiTiming(
+        "api batch", 1, batches * size, batches, wall, latencies, errors, cpu, client_cpu
+    )
 
 
 def raw_single(conn: Any, *, creates: int) -> ApiTiming:
     cur = conn.cursor()
     sql = "INSERT INTO tasks (url, due_at) VALUES (%s, UTC_TIMESTAMP(6) + INTERVAL %s SECOND)"
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i in range(creates):
         t0 = time.perf_counter()
         cur.execute(sql, (f"{URL}/raw/{i}", DUE_IN_S))  # autocommit: one transaction each
         latencies.append((time.perf_counter() - t0) * 1000)
-    return ApiTiming("raw single", 1, creates, creates, time.perf_counter() - started, latencies)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ApiTiming("raw single", 1, creates, creates, wall, latencies, client_cpu_s=cpu)
 
 
 def raw_multirow(conn: Any, *, batches: int, size: int) -> ApiTiming:
@@ -232,16 +244,15 @@ def raw_multirow(conn: Any, *, batches: int, size: int) -> ApiTiming:
     values = ", ".join(["(%s, UTC_TIMESTAMP(6) + INTERVAL 3600 SECOND)"] * size)
     sql = f"INSERT INTO tasks (url, due_at) VALUES {values}"
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for b in range(batches):
         t0 = time.perf_counter()
         cur.execute("START TRANSACTION")
         cur.execute(sql, [f"{URL}/raw/{b}/{i}" for i in range(size)])
         cur.execute("COMMIT")
         latencies.append((time.perf_counter() - t0) * 1000)
-    return ApiTiming(
-        "raw multi-row", 1, batches * size, batches, time.perf_counter() - started, latencies
-    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ApiTiming("raw multi-row", 1, batches * size, batches, wall, latencies, client_cpu_s=cpu)
 
 
 def run(

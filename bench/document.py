@@ -167,12 +167,14 @@ def render(
             "## API: creates over HTTP",
             "",
             f"One `timer-controller api` process. **api single**: {opts.api_creates:,} "
-            f"`POST /v1/timers` from {opts.api_clients} concurrent aiohttp clients in the "
-            "harness (after a warm-up); **raw single**: the same number of one-row `INSERT`s, "
+            f"`POST /v1/timers` from {opts.api_clients} concurrent keep-alive connections in "
+            "the harness, one request outstanding on each (`bench/http_client.py`, after a "
+            "warm-up); **raw single**: the same number of one-row `INSERT`s, "
             "autocommit, on one MySQLdb connection; **api batch**: "
             f"{opts.api_batches} `POST /v1/timers/batch` of {opts.api_batch_size:,}, one at a "
             f"time; **raw multi-row**: {opts.api_batches} {opts.api_batch_size:,}-row `INSERT`s "
-            "with a COMMIT each. Same database, same run, no controller; latency is per request.",
+            "with a COMMIT each. Same database, same run, no controller; latency is per request; "
+            "client CPU is the harness's own (it shares the cores).",
             "",
             *report.api_table(api),
         ]

@@ -247,14 +247,16 @@ def _api_targets(api: ApiResult | None) -> list[tuple[str, str, bool | None]]:
 def api_table(api: ApiResult) -> list[str]:
     lines = [
         "| mode | clients | timers | requests | timers/s | p50 ms | p99 ms | api CPU ms / request "
-        "| errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| client CPU ms / request | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in api.timings:
         cpu = None if t.api_cpu_s is None else t.api_cpu_s * 1000 / t.requests
+        client = t.client_cpu_s * 1000 / t.requests
         lines.append(
             f"| {t.mode} | {t.clients} | {t.timers:,} | {t.requests:,} | {_num(t.timers_per_s, 0)} "
-            f"| {_num(t.stat(50), 2)} | {_num(t.stat(99), 2)} | {_num(cpu, 2)} | {t.errors} |"
+            f"| {_num(t.stat(50), 2)} | {_num(t.stat(99), 2)} | {_num(cpu, 2)} | {_num(client, 2)} "
+            f"| {t.errors} |"
         )
     if api.note:
         lines += ["", f"Note: {api.note}."]

@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from tests.support.databases import TestDatabase
 from timer_controller.db.setup import make_engine
 from timer_controller.db.timers import Created, KeyConflict, NewTimer, TimerStore
-from timer_controller.errors import StorageUnavailable
+from timer_controller.errors import BadData, StorageUnavailable
 
 T = TypeVar("T")
 RACE_ROUNDS = 15
@@ -361,6 +361,110 @@ def test_a_key_twice_in_one_batch_is_refused(store: TimerStore) -> None:
         store.create_many(timers=[twice, twice])
 
 
+# -- groups of independent creates (the api's single creates, written together) -------
+
+
+@pytest.fixture(params=["returning", "insert-then-select"])
+def any_store(request: pytest.FixtureRequest, db: TestDatabase) -> Iterator[TimerStore]:
+    """A store on MariaDB's INSERT … RETURNING, and one on MySQL 8's way (no RETURNING)."""
+    engine = make_engine(db.url)
+    if request.param == "insert-then-select":
+        engine.dialect.insert_returning = False
+    try:
+        yield TimerStore(engine)
+    finally:
+        engine.dispose()
+
+
+def keyed(k: str, fingerprint: str = "1" * 64) -> NewTimer:
+    return NewTimer(url=url(), delay_s=60, idempotency_key=k, idempotency_hash=fingerprint)
+
+
+def test_a_group_answers_each_create_as_create_would(
+    db: TestDatabase, any_store: TimerStore
+) -> None:
+    held = any_store.create(timer=keyed("g-held")).timer
+    at = datetime(2031, 5, 6, 7, 8, 9, 123456)
+    timers = [
+        NewTimer(url=url() + "?q=%20'\\\"", delay_s=30, body="b\x00'\\é", headers='{"A":"1"}'),
+        keyed("g-new"),
+        keyed("g-new"),  # the same request twice in one group: a replay of the first
+        keyed("g-new", "2" * 64),  # another request with that key: refused
+        keyed("g-held"),  # a replay of a timer created earlier
+        keyed("g-held", "3" * 64),
+        NewTimer(url=url(), due_at=at, method="PUT", max_attempts=4),
+    ]
+
+    results = any_store.create_each(timers=timers)
+
+    plain, new, replay, reused, held_again, held_reused, dated = results
+    assert isinstance(plain, Created)
+    assert plain.created
+    assert isinstance(new, Created)
+    assert new.created
+    assert isinstance(replay, Created)
+    assert not replay.created
+    assert replay.timer.id == new.timer.id
+    assert isinstance(reused, KeyConflict)
+    assert reused.existing[0].id == new.timer.id
+    assert isinstance(held_again, Created)
+    assert not held_again.created
+    assert held_again.timer.id == held.id
+    assert isinstance(held_reused, KeyConflict)
+    assert held_reused.existing[0].id == held.id
+    assert isinstance(dated, Created)
+    assert dated.timer.due_at == at
+    assert count(db) == 4
+    for result, timer in [(plain, timers[0]), (new, timers[1]), (dated, timers[6])]:
+        assert isinstance(result, Created)
+        stored = any_store.get(timer_id=result.timer.id)
+        assert stored is not None
+        assert stored.url == timer.url
+        same = dataclasses.replace(result.timer, time_left_s=stored.time_left_s)
+        assert same == stored
+    assert plain.timer.body_bytes == len("b\x00'\\é".encode())
+
+
+def test_one_create_the_server_refuses_does_not_fail_its_group(
+    db: TestDatabase, any_store: TimerStore
+) -> None:
+    timers = [
+        NewTimer(url=url(), delay_s=5),
+        NewTimer(url=url(), delay_s=5, max_attempts=2**40),  # out of the column's range
+        NewTimer(url=url(), delay_s=5),
+    ]
+
+    first, refused, last = any_store.create_each(timers=timers)
+
+    assert isinstance(refused, BadData)
+    assert isinstance(first, Created)
+    assert first.created
+    assert isinstance(last, Created)
+    assert last.created
+    assert count(db) == 2
+
+
+def test_concurrent_groups_sharing_keys_make_one_timer_per_key(
+    db: TestDatabase, store: TimerStore
+) -> None:
+    for _ in range(RACE_ROUNDS):
+        shared = [keyed(key()) for _ in range(3)]
+
+        def group(shared: list[NewTimer] = shared) -> list[Any]:
+            return store.create_each(timers=[NewTimer(url=url(), delay_s=1), *shared])
+
+        results = at_once(group)
+
+        assert all(isinstance(r, list) for r in results), results
+        groups = [r for r in results if isinstance(r, list)]
+        for index, timer in enumerate(shared, start=1):
+            answers = [g[index] for g in groups]
+            assert all(isinstance(a, Created) for a in answers), answers
+            assert sorted(a.created for a in answers) == [False, True]
+            assert len({a.timer.id for a in answers}) == 1
+            assert count(db, "idempotency_key = :k", k=timer.idempotency_key) == 1
+
+
 # -- pages ------------------------------------------------------------------------------
 
 
@@ -469,6 +573,8 @@ def test_an_unreachable_database_is_storage_unavailable() -> None:
         lambda: store.get(timer_id=1),
         lambda: store.list_page(),
         lambda: store.create(timer=NewTimer(url=url(), delay_s=1)),
+        # A group's creates are unavailable together, not tried one by one.
+        lambda: store.create_each(timers=[NewTimer(url=url(), delay_s=1)] * 2),
         lambda: store.cancel(timer_id=1),
     ):
         with pytest.raises(StorageUnavailable, match="refused"):

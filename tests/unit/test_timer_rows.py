@@ -1,14 +1,26 @@
-"""A stored timer's row becomes a TimerRecord by position: the orders must agree."""
+"""A stored timer's row becomes a TimerRecord by position, and a record its answer's JSON."""
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import to_json
 from sqlalchemy import select
+from sqlalchemy.dialects.mysql import mysqldb
 
-from timer_controller.db.timer_statements import INSERT_TIMER_RETURNING, TIMER_COLUMNS
-from timer_controller.db.timers import TimerRecord, to_record
+from timer_controller.api.models import TimerOut, rfc3339, timer_fields
+from timer_controller.db.timer_inserts import row_tuple, row_values
+from timer_controller.db.timer_statements import (
+    INSERT_TIMER_RETURNING,
+    ROW_VALUES,
+    TIMER_COLUMNS,
+    insert_rows_text,
+)
+from timer_controller.db.timers import NewTimer, TimerRecord, to_record
 
 
 def test_the_selected_columns_are_the_records_fields_in_order() -> None:
@@ -35,3 +47,72 @@ def test_a_row_becomes_its_record() -> None:
     assert record.body_bytes == 12
     assert record.time_left_s == 30.0
     assert to_record((*row[:4], now, *row[5:16], due)).time_left_s == 0.0
+
+
+_TIMES = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31))
+_TEXT = st.none() | st.text(max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    record=st.builds(
+        TimerRecord,
+        id=st.integers(1, 2**63 - 1),
+        url=st.text(max_size=20),
+        method=st.none() | st.sampled_from(["put", " get ", "", "DELETE"]),
+        status=st.sampled_from(["waiting", "claimed", "done", "failed", "cancelled"]),
+        due_at=_TIMES,
+        attempts=st.integers(0, 1000),
+        max_attempts=st.none() | st.integers(1, 1000),
+        last_status_code=st.none() | st.integers(100, 599),
+        last_error=_TEXT,
+        created_at=_TIMES,
+        fired_at=st.none() | _TIMES,
+        finished_at=st.none() | _TIMES,
+        idempotency_key=_TEXT,
+        idempotency_hash=_TEXT,
+        header_names=st.none() | st.lists(st.text(max_size=5)).map(tuple),
+        body_bytes=st.none() | st.integers(0, 2**24),
+        time_left_s=st.floats(0, 1e9),
+    )
+)
+def test_the_creates_answer_is_the_models_json(record: TimerRecord) -> None:
+    fields = timer_fields(record, 3, time=rfc3339)
+
+    assert to_json(fields) == TimerOut.of(record, default_max_attempts=3).model_dump_json().encode()
+
+
+@pytest.mark.parametrize(
+    "timer",
+    [
+        NewTimer(url="http://x/", delay_s=1.5),
+        NewTimer(
+            url="http://y/",
+            due_at=datetime(2030, 1, 2),
+            method="PUT",
+            headers="{}",
+            body="b",
+            max_attempts=3,
+            idempotency_key="k",
+            idempotency_hash="h",
+        ),
+    ],
+)
+def test_a_rows_values_are_in_the_rendered_statements_order(timer: NewTimer) -> None:
+    values = row_values(timer)
+
+    assert row_tuple(timer) == tuple(values[name] for name in ROW_VALUES)
+
+
+def test_a_rendered_insert_is_the_compiled_one_with_each_value_in_place() -> None:
+    dialect = mysqldb.dialect(is_mariadb=True)
+    row = ("http://x/%s'", 5, datetime(2030, 1, 2, 3, 4, 5), None, None, None, 7, None, None)
+
+    sql = insert_rows_text([row, row], dialect, quote=lambda s: f"<{s}>", returning=True)
+
+    one = (
+        "(<http://x/%s'>, timestampadd(MICROSECOND, 5, coalesce('2030-01-02 03:04:05.000000', "
+        "utc_timestamp(6))), NULL, NULL, NULL, 7, NULL, NULL)"
+    )
+    assert sql.startswith("INSERT INTO tasks (url, due_at, method, headers, ")
+    assert f" VALUES {one}, {one} RETURNING tasks.id, " in sql

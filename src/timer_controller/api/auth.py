@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from timer_controller.api.problems import ApiProblem
 
@@ -41,6 +42,17 @@ class BearerAuth:
         for digest in self._digests:
             found |= hmac.compare_digest(presented, digest)
         return found
+
+    def admits(self, authorization: str | None) -> bool:
+        """True when an ``Authorization`` header value is a bearer token we know.
+
+        Read as the dependency below reads it (HTTPBearer), so that what this
+        admits, the dependency admits too.
+        """
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+            return False
+        return self.accepts(credentials)
 
     # async: a plain check on the event loop, rather than a hop to a worker thread.
     async def __call__(

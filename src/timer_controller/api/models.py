@@ -9,6 +9,7 @@ body's size only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -163,26 +164,45 @@ class TimerOut(BaseModel):
         return cls.model_construct(**timer_fields(record, default_max_attempts))
 
 
-def timer_fields(record: TimerRecord, default_max_attempts: int) -> dict[str, Any]:
+def utc(naive: datetime) -> datetime:
+    """A stored naive-UTC time as an aware one, which serialises with a trailing Z."""
+    return naive.replace(tzinfo=UTC)
+
+
+def rfc3339(naive: datetime) -> str:
+    """A stored naive-UTC time as the text ``utc``'s answer serialises to, made directly.
+
+    For answers of a thousand timers: cheaper than an aware datetime made, then written.
+    """
+    return naive.isoformat() + "Z"
+
+
+def timer_fields(
+    record: TimerRecord,
+    default_max_attempts: int,
+    *,
+    time: Callable[[datetime], datetime | str] = utc,
+) -> dict[str, Any]:
     """TimerOut's fields for ``record``, in its order: what the answers serialise.
 
     The creates' answers are these dicts made JSON by pydantic-core, as a model
-    would be, without building a model per timer (a batch has a thousand).
+    would be, without building a model per timer (a batch has a thousand);
+    for them ``time`` is ``rfc3339``, which writes a time as the model would.
     """
     return {
         "id": record.id,
         "url": record.url,
         "method": (record.method or "POST").strip().upper() or "POST",
         "status": record.status,
-        "due_at": utc(record.due_at),
+        "due_at": time(record.due_at),
         "time_left_s": record.time_left_s,
         "attempts": record.attempts,
         "max_attempts": record.max_attempts or default_max_attempts,
         "last_status_code": record.last_status_code,
         "last_error": record.last_error,
-        "created_at": utc(record.created_at),
-        "fired_at": None if record.fired_at is None else utc(record.fired_at),
-        "finished_at": None if record.finished_at is None else utc(record.finished_at),
+        "created_at": time(record.created_at),
+        "fired_at": None if record.fired_at is None else time(record.fired_at),
+        "finished_at": None if record.finished_at is None else time(record.finished_at),
         "idempotency_key": record.idempotency_key,
         "header_names": None if record.header_names is None else list(record.header_names),
         "body_bytes": record.body_bytes,
@@ -196,8 +216,3 @@ class TimerList(BaseModel):
 
 class TimerBatch(BaseModel):
     timers: list[TimerOut] = Field(description="in request order")
-
-
-def utc(naive: datetime) -> datetime:
-    """A stored naive-UTC time as an aware one, which serialises with a trailing Z."""
-    return naive.replace(tzinfo=UTC)

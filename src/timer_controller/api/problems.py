@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,6 +18,7 @@ from timer_controller.errors import StorageError, StorageUnavailable
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 #: Seconds a client should wait before trying again when the database is away.
 RETRY_AFTER_S = 5
 
@@ -179,10 +180,25 @@ async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "an internal error occurred; see the api's log")
 
 
+#: Most specific first: the first that matches answers, as Starlette picks by class.
+_HANDLERS: tuple[tuple[type[Exception], Handler], ...] = (
+    (ApiProblem, _on_problem),
+    (RequestValidationError, _on_validation),
+    (StarletteHTTPException, _on_http),
+    (StorageUnavailable, _on_unavailable),
+    (StorageError, _on_storage),
+    (Exception, _on_crash),
+)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The answer the app's handlers give ``exc``, for a request answered outside its routes."""
+    for kind, handler in _HANDLERS:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    raise AssertionError("Exception matches every exception")
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ApiProblem, _on_problem)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(StorageUnavailable, _on_unavailable)
-    app.add_exception_handler(StorageError, _on_storage)
-    app.add_exception_handler(Exception, _on_crash)
+    for kind, handler in _HANDLERS:
+        app.add_exception_handler(kind, handler)

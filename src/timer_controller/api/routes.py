@@ -2,7 +2,9 @@
 
 Validation runs on the event loop (pure and quick); each store call, a
 short blocking transaction, runs on the thread pool (``run_in_threadpool``),
-one hop per request.
+one hop per request; single creates share theirs (``creating.py``). The
+creates' usual requests take a shorter way in (``fast_path.py``); these
+routes still describe them (OpenAPI) and answer everything else.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
-from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from timer_controller.api.auth import BearerAuth
+from timer_controller.api.creating import Creates, invalid
 from timer_controller.api.idempotency import BadKey, check_key, parse_key_header
 from timer_controller.api.models import (
     DEFAULT_PAGE,
@@ -27,13 +29,12 @@ from timer_controller.api.models import (
     TimerList,
     TimerOut,
     TimerSpec,
-    timer_fields,
 )
-from timer_controller.api.problems import ApiProblem, Problem, ProblemItem, summary
+from timer_controller.api.problems import ApiProblem, Problem, ProblemItem
 from timer_controller.api.strict_query import known_query_only
 from timer_controller.api.times import TimeError, resolve
-from timer_controller.api.validation import InvalidTimer, TimerRules, check_batch, check_timer
-from timer_controller.db.timers import Created, KeyConflict, TimerRecord, TimerStore, Transition
+from timer_controller.api.validation import TimerRules
+from timer_controller.db.timers import TimerRecord, TimerStore, Transition
 
 BIGINT_MAX = 2**63 - 1
 TimerId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="the timer's id")]
@@ -85,36 +86,10 @@ def _key(header: str | None) -> str | None:
         raise ApiProblem(400, str(exc)) from None
 
 
-def _json(content: object, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """``content`` (TimerOut's fields) serialised once by pydantic-core, as a TimerOut would be.
-
-    The creates' answers skip FastAPI's re-validation and a model per timer.
-    """
-    return Response(
-        to_json(content), status_code=status, headers=headers, media_type="application/json"
-    )
-
-
-def _invalid(items: list[ProblemItem]) -> ApiProblem:
-    return ApiProblem(422, summary(items), errors=items)
-
-
-def _key_reused(conflict: KeyConflict, *, batch: bool) -> ApiProblem:
-    items = [
-        ProblemItem(
-            index=index if batch else None,
-            field=f"timers.{index}.idempotency_key" if batch else "Idempotency-Key",
-            detail=f"idempotency key {timer.idempotency_key!r} belongs to timer {timer.id}, "
-            "created by a different request; send that request again or use a new key",
-        )
-        for index, timer in sorted(conflict.existing.items())
-    ]
-    return _invalid(items)
-
-
 def timer_router(
     *,
     store: TimerStore,
+    creates: Creates,
     auth: BearerAuth,
     rules: TimerRules,
     clock: Callable[[], datetime],
@@ -163,19 +138,7 @@ def timer_router(
         ] = None,
     ) -> Response:
         """Create a timer; with an Idempotency-Key, a retry returns the first one."""
-        key = _key(idempotency_key)
-        try:
-            timer = check_timer(spec, rules=rules, now=clock(), idempotency_key=key)
-            created = await run_in_threadpool(store.create, timer=timer)
-        except InvalidTimer as exc:
-            raise _invalid(exc.items) from None
-        except KeyConflict as exc:
-            raise _key_reused(exc, batch=False) from None
-        return _json(
-            timer_fields(created.timer, rules.default_max_attempts),
-            status=201 if created.created else 200,
-            headers={"Location": f"/v1/timers/{created.timer.id}"},
-        )
+        return await creates.one(spec, _key(idempotency_key))
 
     @router.post("/timers/batch", status_code=201, operation_id="create_batch",
                  response_model=TimerBatch, responses={
@@ -184,19 +147,7 @@ def timer_router(
     })  # fmt: skip
     async def create_batch(batch: BatchIn) -> Response:
         """Create up to 1000 timers in one transaction: all of them, or none."""
-
-        def create() -> list[Created]:
-            # Checking a thousand timers takes a while: off the event loop, with the insert.
-            return store.create_many(timers=check_batch(batch, rules=rules, now=clock()))
-
-        try:
-            created = await run_in_threadpool(create)
-        except InvalidTimer as exc:
-            raise _invalid(exc.items) from None
-        except KeyConflict as exc:
-            raise _key_reused(exc, batch=True) from None
-        fields = [timer_fields(c.timer, rules.default_max_attempts) for c in created]
-        return _json({"timers": fields}, status=201 if any(c.created for c in created) else 200)
+        return await creates.batch(batch)
 
     @router.get("/timers/{timer_id}", operation_id="get_timer", responses=problems(404))
     async def get_timer(timer_id: TimerId) -> TimerOut:
@@ -220,7 +171,7 @@ def timer_router(
             try:
                 check_key(idempotency_key)
             except BadKey as exc:
-                raise _invalid([ProblemItem(field="idempotency_key", detail=str(exc))]) from None
+                raise invalid([ProblemItem(field="idempotency_key", detail=str(exc))]) from None
         page = await run_in_threadpool(
             store.list_page,
             status=status,
@@ -242,7 +193,7 @@ def timer_router(
             )
         except TimeError as exc:
             name = "delay" if when.delay is not None else "at"
-            raise _invalid([ProblemItem(field=name, detail=str(exc))]) from None
+            raise invalid([ProblemItem(field=name, detail=str(exc))]) from None
         result = await run_in_threadpool(
             store.reschedule, timer_id=timer_id, due_at=due.due_at, delay_s=due.delay_s
         )

@@ -161,11 +161,50 @@ def check_timer(
     )
 
 
+#: What a batch entry is, but for its URL and key: entries alike in this are alike
+#: to every check but the URL's.
+_Shape = tuple[object, ...]
+
+
+def _shape(spec: TimerSpec) -> _Shape:
+    headers = None if spec.headers is None else tuple(spec.headers.items())
+    delay = (type(spec.delay), spec.delay)
+    return (spec.method, headers, spec.body, spec.at, delay, spec.max_attempts)
+
+
+def _like(spec: TimerSpec, checked: NewTimer, policy: TargetPolicy) -> NewTimer | None:
+    """``check_timer(spec)`` when ``checked`` came from an entry of the same shape and no key.
+
+    None when the URL is not one check_timer accepts as it is: check_timer then says why.
+    """
+    try:
+        spec.url.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    if url_problem(spec.url, policy) is not None:
+        return None
+    return NewTimer(
+        url=spec.url,
+        due_at=checked.due_at,
+        delay_s=checked.delay_s,
+        method=checked.method,
+        headers=checked.headers,
+        body=checked.body,
+        max_attempts=checked.max_attempts,
+    )
+
+
 def check_batch(batch: BatchIn, *, rules: TimerRules, now: datetime) -> list[NewTimer]:
-    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems."""
+    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems.
+
+    A batch's entries often differ by URL alone: an entry without a key shaped
+    like one already accepted (``_shape``) has only its URL checked
+    (a property test holds this to check_timer's answers).
+    """
     timers: list[NewTimer] = []
     items: list[ProblemItem] = []
     first_use: dict[str, int] = {}
+    accepted: dict[_Shape, NewTimer] = {}
     for index, spec in enumerate(batch.timers):
         key = spec.idempotency_key
         try:
@@ -174,7 +213,14 @@ def check_batch(batch: BatchIn, *, rules: TimerRules, now: datetime) -> list[New
                     raise BadKey(f"idempotency key repeats entry {first_use[key]}'s")
                 first_use[key] = index
                 check_key(key)
-            timers.append(check_timer(spec, rules=rules, now=now, idempotency_key=key, index=index))
+            shape = _shape(spec) if key is None else None
+            like = accepted.get(shape) if shape is not None else None
+            timer = None if like is None else _like(spec, like, rules.policy)
+            if timer is None:
+                timer = check_timer(spec, rules=rules, now=now, idempotency_key=key, index=index)
+                if shape is not None:
+                    accepted[shape] = timer
+            timers.append(timer)
         except BadKey as exc:
             field = f"timers.{index}.idempotency_key"
             items.append(ProblemItem(index=index, field=field, detail=str(exc)))
