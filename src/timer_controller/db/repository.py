@@ -25,7 +25,7 @@ from timer_controller.db import statements as sql
 from timer_controller.db.clock import utc_now
 from timer_controller.db.errors import describe_error, is_data_error, storage_operation
 from timer_controller.db.models import INT_MAX, MEDIUMTEXT_MAX_BYTES
-from timer_controller.db.prepared import ClaimStatements, HeldConnections
+from timer_controller.db.prepared import ClaimCursor, ClaimStatements, HeldConnections
 from timer_controller.db.setup import named_lock
 from timer_controller.domain.task import ClaimedTask, Status, Transition
 
@@ -154,6 +154,7 @@ class TaskRepository:
         # Claims and outcome writes run on connections their threads keep.
         self._held = HeldConnections(engine)
         self._claim_sql = ClaimStatements(engine.dialect, max_body_bytes=max_body_bytes)
+        self._cursor = ClaimCursor()
 
     def close_thread_connection(self) -> None:
         """Close the connection the calling thread kept (claims, writes), if any."""
@@ -180,15 +181,18 @@ class TaskRepository:
         same transaction with its reason, so no claim ever holds one.
         """
         conn = self._held.get()
+        skip = tuple(skip_prefixes)
+        after = self._cursor.resume_after(skip)
         try:
             with conn.begin():
                 local_before, started = utc_now(), time.monotonic()
                 select = self._claim_sql.select(
-                    limit=limit, lookahead_s=lookahead_s, skip_prefixes=tuple(skip_prefixes)
+                    limit=limit, lookahead_s=lookahead_s, skip_prefixes=skip, resume=bool(after)
                 )
-                rows = select.run(conn).all()
+                rows = select.run(conn, values=after).all()
                 selected_at = time.monotonic()
                 if not rows:
+                    self._cursor.clear()
                     return ClaimResult(tasks=[])
                 db_now: datetime = rows[0].db_now
                 tasks, poison = read_claims(
@@ -199,7 +203,15 @@ class TaskRepository:
                     conn.execute(sql.poison_update(reasons=poison), execution_options=_ONE_OFF)
         except SQLAlchemyError:
             self._held.drop()
+            self._cursor.clear()
             raise
+        self._cursor.ended(
+            (rows[-1].due_at, rows[-1].id),
+            full=len(rows) >= limit,
+            skip_prefixes=skip,
+            resumed=after is not None,
+            started=started,
+        )
         for task_id, reason in poison.items():
             log.warning(
                 "task %d failed without firing: %s",
@@ -278,6 +290,8 @@ class TaskRepository:
         except SQLAlchemyError:
             self._held.drop()
             raise
+        if Status.WAITING in by_status:
+            self._cursor.forget()  # a retry may be due before where claims resume
         return written
 
     @storage_operation
@@ -303,6 +317,7 @@ class TaskRepository:
             result = session.execute(
                 sql.release_update(owner=owner, task_ids=ids), execution_options=_NO_SYNC
             )
+        self._cursor.forget()  # waiting again, and older than where claims resume
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     @storage_operation
@@ -313,6 +328,8 @@ class TaskRepository:
                 sql.sweep_update(default_max_attempts=default_max_attempts, limit=limit),
                 execution_options=_NO_SYNC,
             )
+        if result.rowcount:  # type: ignore[attr-defined]
+            self._cursor.forget()
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- upkeep ------------------------------------------------------------
