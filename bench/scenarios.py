@@ -103,7 +103,12 @@ def rss(ctx: Context, opts: argparse.Namespace) -> Iterator[TrialResult]:
             1,
             all_due_now(opts.rss_tasks),
             path=f"/slow/{RSS_SLOW_MS}",
-            env={"MAX_IN_FLIGHT": str(RSS_MAX_IN_FLIGHT)},
+            # One receiver: without lifting the per-destination limit (a
+            # quarter of MAX_IN_FLIGHT) only 250 requests would be open.
+            env={
+                "MAX_IN_FLIGHT": str(RSS_MAX_IN_FLIGHT),
+                "MAX_IN_FLIGHT_PER_HOST": str(RSS_MAX_IN_FLIGHT),
+            },
         )
         yield _run(ctx, plan)
 

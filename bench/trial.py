@@ -27,8 +27,9 @@ MODE_ENV: dict[str, dict[str, str]] = {
     # The seed's fixed algorithm: 10 tasks per 0.5 s.
     "seed": {"BATCH_SIZE": "10", "POLL_INTERVAL": "0.5"},
     "raw": {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500"},
-    # Sized like raw, so the two compare like for like.
-    "controller": {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500"},
+    # Sized like raw, so the two compare like for like: raw has no
+    # per-destination limit, and every trial sends to one receiver.
+    "controller": {"BATCH_SIZE": "500", "MAX_IN_FLIGHT": "500", "MAX_IN_FLIGHT_PER_HOST": "500"},
     # The controller exactly as shipped (BATCH_SIZE=10, MAX_IN_FLIGHT=100).
     "defaults": {},
     # As shipped, log level included: users run INFO, two lines per timer.
