@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, RowMapping, event, text
 
 from tests.support.databases import TestDatabase
+from tests.support.tasks import insert_task as insert_row
 from timer_controller.db.models import ERROR_MAX_CHARS
 from timer_controller.db.repository import ClaimResult, TaskRepository
 from timer_controller.db.setup import make_engine
@@ -769,3 +770,37 @@ def test_a_claim_skips_the_destinations_it_is_told_to(
     assert third <= healthy
     # The skipped destination waited, and was claimed as soon as it was not skipped.
     assert last == full | (other | healthy) - (first | second | third)
+
+
+def test_a_claim_that_skips_destinations_reads_the_claimed_rows_whole(db: TestDatabase) -> None:
+    """It locks ids past the busy destination's rows, then reads only the rows it took."""
+    repo = TaskRepository(db.engine, max_body_bytes=100)
+    for n in range(5):  # the busy destination's rows, bodies that would cost to read
+        insert_row(db, f"http://busy.test/t/{n}", body="x" * 1000)
+    whole = insert_row(
+        db, "https://ok.test/a", method="PUT", headers='{"X-A": "1"}', body="hello", max_attempts=4
+    )
+    oversized = insert_row(db, "https://ok.test/b", body="y" * 101)
+
+    result = repo.claim_due(
+        owner="pod-a",
+        limit=10,
+        lease_s=LEASE_S,
+        lookahead_s=0.0,
+        skip_prefixes=["http://busy.test"],
+    )
+
+    (task,) = result.tasks
+    assert (task.id, task.url, task.method, task.headers, task.body) == (
+        whole, "https://ok.test/a", "PUT", '{"X-A": "1"}', "hello"
+    )  # fmt: skip
+    assert (task.attempt, task.max_attempts) == (1, 4)
+    assert fetch(db, whole)["status"] == "claimed"
+    # A body over the limit fails its row in the same claim, as without skipping.
+    assert fetch(db, oversized)["status"] == "failed"
+    with db.engine.connect() as conn:
+        busy = conn.execute(
+            text("SELECT COUNT(*) FROM tasks WHERE url LIKE 'http://busy.test/%' AND status = :s"),
+            {"s": "waiting"},
+        )
+        assert busy.scalar_one() == 5

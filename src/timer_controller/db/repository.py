@@ -190,6 +190,8 @@ class TaskRepository:
                     limit=limit, lookahead_s=lookahead_s, skip_prefixes=skip, resume=bool(after)
                 )
                 rows = select.run(conn, values=after).all()
+                if rows and skip:
+                    rows = self._claim_sql.rows().run(conn, ids=[r.id for r in rows]).all()
                 selected_at = time.monotonic()
                 if not rows:
                     self._cursor.clear()

@@ -1,0 +1,36 @@
+"""The claim's compiled SQL text (``db/prepared.py``): what each statement reads."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.dialects import mysql
+
+from timer_controller.db.prepared import ClaimStatements
+
+
+@pytest.fixture
+def statements() -> ClaimStatements:
+    return ClaimStatements(mysql.mysqldb.dialect(), max_body_bytes=1024)
+
+
+def _columns(sql_text: str) -> str:
+    return sql_text.split("FROM", 1)[0]
+
+
+def test_a_plain_claim_reads_its_rows_whole_in_one_statement(statements: ClaimStatements) -> None:
+    select = statements.select(limit=10, lookahead_s=0.5).sql
+    assert "body" in _columns(select)
+    assert select.rstrip().endswith("FOR UPDATE SKIP LOCKED")
+
+
+def test_a_claim_that_skips_destinations_locks_ids_and_reads_bodies_only_of_its_rows(
+    statements: ClaimStatements,
+) -> None:
+    """Skipping may pass over a busy destination's every row: those must not be read whole."""
+    select = statements.select(limit=10, lookahead_s=0.5, skip_prefixes=("http://busy.test",)).sql
+    assert _columns(select).split() == ["SELECT", "tasks.id,", "tasks.due_at"]
+    assert "substring_index" in select
+    assert select.rstrip().endswith("FOR UPDATE SKIP LOCKED")
+    rows = statements.rows().sql
+    assert "body" in _columns(rows)
+    assert "FOR UPDATE" not in rows  # the rows are already locked by the select
