@@ -773,7 +773,7 @@ def test_a_claim_skips_the_destinations_it_is_told_to(
 
 
 def test_a_claim_that_skips_destinations_reads_the_claimed_rows_whole(db: TestDatabase) -> None:
-    """It locks ids past the busy destination's rows, then reads only the rows it took."""
+    """It reads ids past the busy destination's rows, then locks and reads only those."""
     repo = TaskRepository(db.engine, max_body_bytes=100)
     for n in range(5):  # the busy destination's rows, bodies that would cost to read
         insert_row(db, f"http://busy.test/t/{n}", body="x" * 1000)

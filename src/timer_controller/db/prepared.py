@@ -112,18 +112,20 @@ class ClaimStatements:
                 max_body_bytes=self._max_body_bytes,
                 skip_prefixes=skip_prefixes,
                 resume=resume,
-                # Skipping may pass over many rows: lock ids, then read rows (claim_rows).
+                # Skipping may pass over many rows: read ids, then lock those (claim_rows).
                 ids_only=bool(skip_prefixes),
             )
             found = self._keep(key, statement, late={sql.AFTER_DUE, sql.AFTER_ID})
         return found
 
-    def rows(self) -> Compiled:
-        """The claimed rows' columns, for a select that locked ids only."""
-        key: tuple[object, ...] = ("rows",)
+    def rows(self, *, lookahead_s: float) -> Compiled:
+        """The claim of the candidates a select of ids only found."""
+        key: tuple[object, ...] = ("rows", lookahead_s)
         found = self._kept.get(key)
         if found is None:
-            statement = sql.claim_rows(task_ids=ids_param(), max_body_bytes=self._max_body_bytes)
+            statement = sql.claim_rows(
+                task_ids=ids_param(), lookahead_s=lookahead_s, max_body_bytes=self._max_body_bytes
+            )
             found = self._keep(key, statement)
         return found
 

@@ -191,7 +191,8 @@ class TaskRepository:
                 )
                 rows = select.run(conn, values=after).all()
                 if rows and skip:
-                    rows = self._claim_sql.rows().run(conn, ids=[r.id for r in rows]).all()
+                    claim = self._claim_sql.rows(lookahead_s=lookahead_s)
+                    rows = claim.run(conn, ids=[r.id for r in rows]).all()
                 selected_at = time.monotonic()
                 if not rows:
                     self._cursor.clear()
