@@ -160,3 +160,22 @@ def test_formatter_without_a_pod_filter_writes_null_pod() -> None:
     assert entry["task_id"] == 4
     assert entry["event"] == "x"
     assert entry["message"] == "hi"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_library_error_with_a_traceback_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLAlchemy's pool, failing to roll back a connection the database dropped."""
+    configure(level="INFO", fmt="text", pod="pod-9")
+
+    try:
+        raise ConnectionError("(2013, 'Lost connection to server during query')")
+    except ConnectionError:
+        logging.getLogger("sqlalchemy.pool.impl.QueuePool").error(
+            "Exception during reset or %s", "similar", exc_info=True
+        )
+
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith(
+        "sqlalchemy.pool.impl.QueuePool: Exception during reset or similar: "
+        "ConnectionError: (2013, 'Lost connection to server during query')"
+    )

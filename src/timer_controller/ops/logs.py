@@ -27,6 +27,23 @@ class _PodFilter(logging.Filter):
         return True
 
 
+class _LibraryErrorsOnOneLine(logging.Filter):
+    """A library's error logged with its traceback becomes one line: its message and the error.
+
+    SQLAlchemy's pool logs "Exception during reset or similar" with a
+    traceback when it cannot roll back a connection the database dropped, a
+    fault the pod already handles and reports in its own words.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith("sqlalchemy"):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -47,6 +64,7 @@ class JsonFormatter(logging.Formatter):
 def configure(*, level: str, fmt: str, pod: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_PodFilter(pod))
+    handler.addFilter(_LibraryErrorsOnOneLine())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
