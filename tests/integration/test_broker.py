@@ -18,9 +18,11 @@ from timer_controller.broker.topology import DELIVERY_LIMIT
 from timer_controller.errors import BrokerError
 
 
-def with_client(amqp: TestBroker, work: Callable[[BrokerClient], Awaitable[None]]) -> None:
+def with_client(
+    amqp: TestBroker, work: Callable[[BrokerClient], Awaitable[None]], *, url: str = AMQP_URL
+) -> None:
     async def run() -> None:
-        connection = await connect(AMQP_URL, shown_as="test", tries=1, wait_s=0, name="test")
+        connection = await connect(url, shown_as="test", tries=1, wait_s=0, name="test")
         client = BrokerClient(connection, amqp.topology)
         try:
             await client.open()
@@ -122,20 +124,14 @@ def test_an_expired_message_is_dead_lettered_unfired(amqp: TestBroker) -> None:
 def _through_proxy(
     amqp: TestBroker, proxy: TcpProxy, work: Callable[[BrokerClient], Awaitable[None]]
 ) -> None:
-    url = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port}/", f":{proxy.port}/")
-
-    async def run() -> None:
-        connection = await connect(url, shown_as="test", tries=1, wait_s=0, name="test")
-        client = BrokerClient(connection, amqp.topology)
+    async def then_thaw(client: BrokerClient) -> None:
         try:
-            await client.open()
-            async with asyncio.timeout(60):
-                await work(client)
+            await work(client)
         finally:
-            proxy.thaw()
-            await client.close()
+            proxy.thaw()  # before the client closes: a frozen proxy would hold the close
 
-    asyncio.run(run())
+    url = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port}/", f":{proxy.port}/")
+    with_client(amqp, then_thaw, url=url)
 
 
 @pytest.fixture
