@@ -5,12 +5,14 @@ task; an *outcome* carries how it ended, plus the hand-off fields the
 recording controller needs (attempt, max_attempts, due time), so any
 controller can record any task's outcome without asking who published it.
 
-Workers send outcomes in batches: one message (version 2) holds the
-outcomes of up to ``MAX_BATCH`` attempts; a lone outcome (version 1) is
-still read. Every message is a JSON object with a version ``v``. Decoding
-is strict: anything else on the wire raises ``MalformedMessage`` with a
-reason, so a poison message is dead-lettered (a batch as a whole) instead
-of crashing or stalling a consumer.
+Both travel in batches: one message (version 2) holds up to ``MAX_BATCH``
+hand-offs (``{"v": 2, "tasks": [...]}``) or outcomes (``{"v": 2,
+"outcomes": [...]}``); a lone one (version 1) is still read, and a hand-off
+of one task is still written as version 1. Every message is a JSON object
+with a version ``v``. Decoding is strict: anything else on the wire raises
+``MalformedMessage`` with a reason, so a poison message is dead-lettered
+instead of crashing or stalling a consumer. A batch of outcomes is dead-lettered whole; in a batch
+of hand-offs one bad task fails alone (``BadHandOff``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 VERSION = 1
 #: A batch of outcomes: ``{"v": 2, "outcomes": [...]}``.
 OUTCOMES_VERSION = 2
-#: Most outcomes one message may carry.
+#: A batch of hand-offs: ``{"v": 2, "tasks": [...]}``.
+HANDOFFS_VERSION = 2
+#: Most outcomes (or hand-offs) one message may carry.
 MAX_BATCH = 1000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _T = TypeVar("_T")
@@ -48,10 +52,27 @@ class TaskOutcome:
     outcome: Outcome
 
 
+@dataclass(frozen=True, slots=True)
+class BadHandOff:
+    """A task in a batch of hand-offs that cannot be fired, and why.
+
+    ``task`` holds what its outcome needs (id, attempt, max attempts, due
+    time; no URL) when those fields were readable, else None.
+    """
+
+    task: ClaimedTask | None
+    reason: str
+
+
 def encode_handoff(task: ClaimedTask) -> bytes:
+    """One task on its own (version 1)."""
+    return pack_handoffs([handoff_part(task)])
+
+
+def handoff_part(task: ClaimedTask) -> bytes:
+    """``task``'s entry in a hand-off message, for ``pack_handoffs``."""
     return _dump(
         {
-            "v": VERSION,
             "id": task.id,
             "attempt": task.attempt,
             "max_attempts": task.max_attempts,
@@ -64,9 +85,66 @@ def encode_handoff(task: ClaimedTask) -> bytes:
     )
 
 
+#: What ``pack_handoffs`` adds around the entries of a batch, in bytes.
+BATCH_OVERHEAD_BYTES = len(b'{"v":2,"tasks":[]}')
+
+
+def pack_handoffs(parts: Sequence[bytes]) -> bytes:
+    """The message carrying ``parts`` (from ``handoff_part``): version 1 for one.
+
+    Joined as bytes, so each task is encoded once and a batch's size is
+    known before it is built: the sum of its parts, the commas between them
+    and BATCH_OVERHEAD_BYTES.
+    """
+    if len(parts) == 1:
+        return b'{"v":1,' + parts[0][1:]
+    if not 1 <= len(parts) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} hand-offs, not {len(parts)}")
+    return b'{"v":2,"tasks":[' + b",".join(parts) + b"]}"
+
+
 def decode_handoff(raw: bytes) -> ClaimedTask:
-    """The task a hand-off describes; raises MalformedMessage."""
-    data = _load(raw, "hand-off")
+    """The task a version-1 hand-off describes; raises MalformedMessage."""
+    return _task(_load(raw, "hand-off"))
+
+
+def decode_handoffs(raw: bytes) -> list[ClaimedTask | BadHandOff]:
+    """Every task a hand-off message carries, a batch or a lone one.
+
+    A message that is not a hand-off at all (or a lone task with a bad
+    field) raises MalformedMessage; in a batch, a bad task is a BadHandOff
+    in its place and the others are read as usual.
+    """
+    data = _load(raw, "hand-off", versions=(VERSION, HANDOFFS_VERSION))
+    if data["v"] == VERSION:
+        return [_task(data)]
+    items = data.get("tasks")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise MalformedMessage(f"field 'tasks' is not a list of 1 to {MAX_BATCH} hand-offs")
+    return [_batched_task(index, item) for index, item in enumerate(items)]
+
+
+def _batched_task(index: int, item: Any) -> ClaimedTask | BadHandOff:
+    if not isinstance(item, dict):
+        return BadHandOff(None, f"task {index} is not a JSON object")
+    try:
+        return _task(item)
+    except MalformedMessage as exc:
+        reason = f"task {index}: {exc}"
+    try:
+        stub = ClaimedTask(
+            id=_field(item, "id", _positive_int),
+            url="",
+            due_at=_field(item, "due_at", _datetime),
+            attempt=_field(item, "attempt", _positive_int),
+            max_attempts=_field(item, "max_attempts", _optional(_positive_int)),
+        )
+    except MalformedMessage:
+        return BadHandOff(None, reason)
+    return BadHandOff(stub, reason)
+
+
+def _task(data: dict[str, Any]) -> ClaimedTask:
     return ClaimedTask(
         id=_field(data, "id", _positive_int),
         url=_field(data, "url", _str),
