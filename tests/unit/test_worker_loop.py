@@ -370,6 +370,7 @@ async def test_a_bad_task_in_a_batch_fails_alone_and_the_others_fire() -> None:
         4: OutcomeClass.SUCCESS,
     }
     assert meter.poison_n == 2
+    assert (meter.started_n, meter.finished_n) == (2, 2)  # the requests sent, and only those
 
 
 class RefusingBroker(FakeBroker):

@@ -71,6 +71,7 @@ class WorkerMeter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
+    #: WORKER_CONCURRENCY: requests at once, and the prefetch (which counts messages).
     concurrency: int
     shutdown_grace_s: float
     #: Tries to get one outcome confirmed before the delivery is requeued.
@@ -205,8 +206,8 @@ class Worker:
         )
         if bad.task is None:
             return True  # nothing names its attempt: its lease returns it
+        # Counted as poison, not as a request: nothing was sent.
         outcome = Outcome(bad.task.id, OutcomeClass.INVALID, error=bad.reason[:300])
-        self._meter.finished(outcome)
         return await self._outbox.send(bad.task, outcome)
 
     async def _settle(self, held: _Held) -> None:
