@@ -13,6 +13,7 @@ import pytest
 from timer_controller.domain.messages import (
     BATCH_OVERHEAD_BYTES,
     decode_handoff,
+    decode_handoff_message,
     decode_handoffs,
     handoff_part,
     pack_handoffs,
@@ -143,6 +144,8 @@ def test_handoffs_asked_for_in_one_loop_turn_go_as_one_message_in_order() -> Non
     [(body, message_id, ttl_s)] = broker.sent
     assert json.loads(body)["v"] == 2
     assert decode_handoffs(body) == tasks
+    # The request must end within LEASE_TIME of the delivery.
+    assert decode_handoff_message(body).finish_within_s == CONFIG.lease_s
     assert message_id == "1.1+4"
     assert 530 < ttl_s <= 540
     assert (meter.published_n, meter.confirmed_n) == (5, 5)
@@ -170,7 +173,8 @@ def test_a_pack_stays_within_max_bytes_and_a_task_too_big_to_share_goes_alone() 
     assert all(size <= 1000 for ids, size in sent if ids != [3])
     # The size a pack counts is the message's size exactly.
     parts = [handoff_part(tasks[0]), handoff_part(tasks[1])]
-    assert len(pack_handoffs(parts)) == BATCH_OVERHEAD_BYTES + sum(map(len, parts)) + 1
+    longest = pack_handoffs(parts, finish_within_s=86400)  # LEASE_TIME's most
+    assert len(longest) <= BATCH_OVERHEAD_BYTES + sum(map(len, parts)) + 1
     assert json.loads(broker.sent[1][0])["v"] == 1  # alone: the version workers always read
 
 

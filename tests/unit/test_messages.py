@@ -12,6 +12,7 @@ from timer_controller.domain.messages import (
     BadHandOff,
     MalformedMessage,
     decode_handoff,
+    decode_handoff_message,
     decode_handoffs,
     decode_outcome,
     decode_outcomes,
@@ -248,3 +249,22 @@ def test_a_message_that_is_no_batch_of_handoffs_is_malformed_as_a_whole(
 ) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         decode_handoffs(raw)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_handoff_message_carries_how_soon_its_requests_must_end(count: int) -> None:
+    raw = pack_handoffs([handoff_part(TASK)] * count, finish_within_s=60)
+
+    message = decode_handoff_message(raw)
+
+    assert message.finish_within_s == 60.0
+    assert message.tasks == [TASK] * count
+    assert decode_handoff_message(encode_handoff(TASK)).finish_within_s is None
+
+
+@pytest.mark.parametrize("value", [-1, "60", None, True])
+def test_a_bad_finish_within_makes_the_message_malformed(value: Any) -> None:
+    raw = json.dumps({"v": 2, "finish_within_s": value, "tasks": [TASK_FIELDS]}).encode()
+
+    with pytest.raises(MalformedMessage, match="field 'finish_within_s' is invalid"):
+        decode_handoff_message(raw)

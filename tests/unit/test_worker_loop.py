@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec
@@ -443,3 +444,29 @@ async def test_after_the_grace_a_begun_batch_goes_back_whole() -> None:
 
     assert begun.settled == "requeue"
     assert broker.published == []
+
+
+@in_loop
+async def test_a_task_that_cannot_start_within_its_leases_margin_is_left_unfired() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, _ = make(broker, firer)  # WORKER_CONCURRENCY 7, WEBHOOK_TIMEOUT 10 s
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    parts = [
+        handoff_part(ClaimedTask(id=i, url="http://h/", due_at=DUE, attempt=3, max_attempts=None))
+        for i in range(1, 10)
+    ]
+    # LEASE_TIME 10.2 s: a task must start within 0.2 s of the delivery.
+    start_by = time.monotonic() + 0.2
+    delivery = await broker.deliver(pack_handoffs(parts, finish_within_s=10.2))
+    await until(lambda: len(firer.fired) == 7)
+    await until(lambda: time.monotonic() > start_by + 0.01)
+    firer.release.set()
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == "ack"  # the two left unfired return with their leases
+    assert sorted(firer.fired) == list(range(1, 8))
+    assert sorted(outcomes(broker)) == list(range(1, 8))

@@ -85,22 +85,36 @@ def handoff_part(task: ClaimedTask) -> bytes:
     )
 
 
-#: What ``pack_handoffs`` adds around the entries of a batch, in bytes.
-BATCH_OVERHEAD_BYTES = len(b'{"v":2,"tasks":[]}')
+#: The most ``pack_handoffs`` adds around the entries of a batch, in bytes
+#: (``finish_within_s`` written in at most 12 characters).
+BATCH_OVERHEAD_BYTES = len(b'{"v":2,"finish_within_s":,"tasks":[]}') + 12
 
 
-def pack_handoffs(parts: Sequence[bytes]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class HandOffMessage:
+    """What one hand-off message carries."""
+
+    tasks: list[ClaimedTask | BadHandOff]
+    #: A task's request must end within this many seconds of the message's
+    #: delivery (LEASE_TIME): a worker that cannot start it in time, less its
+    #: WEBHOOK_TIMEOUT, leaves it unfired and its lease returns it. None: no
+    #: limit (a message from before batches, whose task started at once).
+    finish_within_s: float | None = None
+
+
+def pack_handoffs(parts: Sequence[bytes], *, finish_within_s: float | None = None) -> bytes:
     """The message carrying ``parts`` (from ``handoff_part``): version 1 for one.
 
     Joined as bytes, so each task is encoded once and a batch's size is
-    known before it is built: the sum of its parts, the commas between them
-    and BATCH_OVERHEAD_BYTES.
+    known before it is built: at most the sum of its parts, the commas
+    between them and BATCH_OVERHEAD_BYTES.
     """
+    head = b"" if finish_within_s is None else b'"finish_within_s":%.3f,' % finish_within_s
     if len(parts) == 1:
-        return b'{"v":1,' + parts[0][1:]
+        return b'{"v":1,' + head + parts[0][1:]
     if not 1 <= len(parts) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} hand-offs, not {len(parts)}")
-    return b'{"v":2,"tasks":[' + b",".join(parts) + b"]}"
+    return b'{"v":2,' + head + b'"tasks":[' + b",".join(parts) + b"]}"
 
 
 def decode_handoff(raw: bytes) -> ClaimedTask:
@@ -109,19 +123,28 @@ def decode_handoff(raw: bytes) -> ClaimedTask:
 
 
 def decode_handoffs(raw: bytes) -> list[ClaimedTask | BadHandOff]:
-    """Every task a hand-off message carries, a batch or a lone one.
+    """Every task a hand-off message carries (``decode_handoff_message``)."""
+    return decode_handoff_message(raw).tasks
+
+
+def decode_handoff_message(raw: bytes) -> HandOffMessage:
+    """A hand-off message, a batch or a lone task.
 
     A message that is not a hand-off at all (or a lone task with a bad
     field) raises MalformedMessage; in a batch, a bad task is a BadHandOff
     in its place and the others are read as usual.
     """
     data = _load(raw, "hand-off", versions=(VERSION, HANDOFFS_VERSION))
+    finish_within_s = (
+        _field(data, "finish_within_s", _seconds) if "finish_within_s" in data else None
+    )
     if data["v"] == VERSION:
-        return [_task(data)]
+        return HandOffMessage([_task(data)], finish_within_s)
     items = data.get("tasks")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise MalformedMessage(f"field 'tasks' is not a list of 1 to {MAX_BATCH} hand-offs")
-    return [_batched_task(index, item) for index, item in enumerate(items)]
+    tasks = [_batched_task(index, item) for index, item in enumerate(items)]
+    return HandOffMessage(tasks, finish_within_s)
 
 
 def _batched_task(index: int, item: Any) -> ClaimedTask | BadHandOff:

@@ -178,7 +178,10 @@ class HandOff:
             message_id = f"{first.id}.{first.attempt}"
             if len(entries) > 1:
                 message_id += f"+{len(entries) - 1}"
-            body = pack_handoffs([e.part for e in entries])
+            # The message leaves the queue at least LEASE_TIME before the
+            # lease ends; a worker holding a task longer than that, less its
+            # WEBHOOK_TIMEOUT, could send a request that outlasts the lease.
+            body = pack_handoffs([e.part for e in entries], finish_within_s=config.lease_s)
             for _ in entries:
                 self._meter.published()
             try:

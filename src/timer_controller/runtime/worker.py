@@ -32,7 +32,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from timer_controller.domain.messages import BadHandOff, MalformedMessage, decode_handoffs
+from timer_controller.domain.messages import (
+    BadHandOff,
+    MalformedMessage,
+    decode_handoff_message,
+)
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 from timer_controller.runtime.outbox import Outbox, OutboxConfig
 
@@ -80,6 +84,8 @@ class WorkerConfig:
     #: Outcomes per message, and how long the first waits for company.
     outcome_batch: int = 100
     outcome_linger_s: float = 0.005
+    #: WEBHOOK_TIMEOUT: how long a request may take, so how late it may start.
+    webhook_timeout_s: float = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -88,6 +94,8 @@ class _Held:
 
     delivery: Delivery
     left: int
+    #: Monotonic time after which a task of it may no longer start; None: no limit.
+    start_by: float | None = None
     started: int = 0
     #: False once any task's outcome failed to be confirmed (or was cut short).
     ok: bool = True
@@ -141,12 +149,12 @@ class Worker:
 
     async def _receive(self, delivery: Delivery) -> None:
         """Called by the broker for each message; returns at once."""
-        self.last_tick = time.monotonic()
+        self.last_tick = received = time.monotonic()
         if self._stopping:
             await delivery.requeue()
             return
         try:
-            tasks = decode_handoffs(delivery.body)
+            message = decode_handoff_message(delivery.body)
         except MalformedMessage as exc:
             self._meter.poisoned()
             log.error(
@@ -156,8 +164,11 @@ class Worker:
             )
             await delivery.dead_letter()
             return
-        held = _Held(delivery, len(tasks))
-        self._queued.extend((task, held) for task in tasks)
+        start_by = None
+        if message.finish_within_s is not None:
+            start_by = received + message.finish_within_s - self._config.webhook_timeout_s
+        held = _Held(delivery, len(message.tasks), start_by)
+        self._queued.extend((task, held) for task in message.tasks)
         self._start_queued()
 
     def _start_queued(self) -> None:
@@ -175,7 +186,10 @@ class Worker:
 
     async def _handle(self, task: ClaimedTask | BadHandOff, held: _Held) -> None:
         try:
-            ok = await self._attempt(task)
+            if held.start_by is not None and time.monotonic() > held.start_by:
+                ok = self._too_late(task)
+            else:
+                ok = await self._attempt(task)
         except asyncio.CancelledError:
             # Cancelled after the grace period: another worker fires it again.
             if held.end(ok=False):
@@ -195,6 +209,23 @@ class Worker:
         if confirmed:
             log.debug("task %d attempt %d fired: %s", task.id, task.attempt, outcome.klass.value)
         return confirmed
+
+    @staticmethod
+    def _too_late(task: ClaimedTask | BadHandOff) -> bool:
+        """Waited for a slot so long that its request could outlast its lease: left unfired.
+
+        Its lease returns it and it fires once, from a fresh claim, as a
+        message that expired in the queue would; True: nothing to report.
+        """
+        named = task.task if isinstance(task, BadHandOff) else task
+        task_id = named.id if named is not None else None
+        log.warning(
+            "task %s not started: it waited for a free request slot past its lease's margin; "
+            "its lease returns it",
+            task_id,
+            extra={"event": "start_too_late", "task_id": task_id},
+        )
+        return True
 
     async def _refuse(self, bad: BadHandOff) -> bool:
         """A task its batch carried unreadable: it fails alone, the others fire."""
