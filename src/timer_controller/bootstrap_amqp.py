@@ -93,6 +93,7 @@ class ControllerSide:
                 settings,
                 publish_tries=settings.retry_number,
                 publish_wait_s=settings.reconnect_wait_s,
+                webhook_timeout_s=settings.webhook_timeout_s,
             ),
             meter=metrics,
         )
@@ -150,6 +151,7 @@ async def serve_worker(settings: WorkerSettings) -> int:
                 shutdown_grace_s=settings.shutdown_grace_s,
                 publish_tries=settings.retry_number,
                 publish_wait_s=settings.reconnect_wait_s,
+                webhook_timeout_s=settings.webhook_timeout_s,
             ),
             meter=metrics,
         )

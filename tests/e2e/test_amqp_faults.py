@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.e2e.test_metrics import Health, free_port
 from tests.support.broker import AMQP_URL, TestBroker
 from tests.support.cli_runner import closed_port, run_cli
 from tests.support.databases import TestDatabase
@@ -90,10 +91,15 @@ def test_kill_9_of_a_worker_mid_request_loses_nothing(
 def test_kill_9_of_a_controller_after_publishing_loses_nothing(
     db: TestDatabase, amqp: TestBroker, receiver: Receiver, controllers: Procs, workers: Procs
 ) -> None:
-    doomed = controllers(amqp_env(db, amqp))
+    port = free_port()
+    doomed = controllers(amqp_env(db, amqp, METRICS_PORT=str(port)))
     doomed.wait_started()
     ids = insert_due_now(db.engine, receiver.url("/ok"), 30)
-    amqp.wait_count(amqp.topology.deliveries, 30)  # handed off; no worker yet
+    wait_until(  # handed off (in batches); no worker yet
+        lambda: Health(port).scrape().value("timer_handoffs_confirmed_total") == 30,
+        timeout_s=30,
+        what="30 hand-offs confirmed",
+    )
 
     doomed.kill()
     doomed.wait(10)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests.unit.test_controller_loop import DB_NOW, FakeStore, _run, _task, _until
-from timer_controller.domain.messages import decode_handoff
+from timer_controller.domain.messages import decode_handoffs
 from timer_controller.domain.retry import RetryPolicy
 from timer_controller.domain.task import Outcome, OutcomeClass, Status, Transition
 from timer_controller.errors import BrokerError, StorageError
@@ -22,13 +22,16 @@ class FakeBroker:
     connected: bool = True
     refuse: set[int] = field(default_factory=set)
     published: list[int] = field(default_factory=list)
+    #: The task ids of each confirmed message.
+    messages: list[list[int]] = field(default_factory=list)
 
     async def publish_handoff(self, body: bytes, *, message_id: str, expiration_s: float) -> None:
-        task = decode_handoff(body)
-        if task.id in self.refuse:
+        ids = [getattr(task, "id", 0) for task in decode_handoffs(body)]
+        if self.refuse & set(ids):
             raise BrokerError("nacked")
         assert expiration_s > 0
-        self.published.append(task.id)
+        self.published.extend(ids)
+        self.messages.append(ids)
 
 
 class StaleStore(FakeStore):
@@ -102,8 +105,27 @@ def test_due_tasks_are_handed_off_and_their_slots_freed_without_recording() -> N
     assert metrics.handoffs_confirmed._value.get() == 2
 
 
+def test_tasks_due_together_are_handed_off_in_one_message() -> None:
+    store = FakeStore(due=[_task(1), _task(2), _task(3), _task(4, delay_s=0.05)])
+    broker = FakeBroker()
+    controller, metrics = _controller(store, broker)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(controller.run(stop))
+        await _until(lambda: len(broker.published) == 4, "every hand-off")
+        await _until(lambda: controller.held == 0, "the slots to be freed")
+        stop.set()
+        assert await running == 0
+
+    _run(scenario)
+    assert broker.messages == [[1, 2, 3], [4]]
+    assert metrics.handoffs_confirmed._value.get() == 4
+
+
 def test_a_handoff_the_broker_never_takes_is_handed_back() -> None:
-    store, broker = FakeStore(due=[_task(1), _task(2)]), FakeBroker(refuse={2})
+    # Task 2 comes due on its own, so its message carries it alone.
+    store, broker = FakeStore(due=[_task(1), _task(2, delay_s=0.05)]), FakeBroker(refuse={2})
     controller, _ = _controller(store, broker)
 
     async def scenario() -> None:

@@ -9,13 +9,18 @@ from typing import Any
 import pytest
 
 from timer_controller.domain.messages import (
+    BadHandOff,
     MalformedMessage,
     decode_handoff,
+    decode_handoff_message,
+    decode_handoffs,
     decode_outcome,
     decode_outcomes,
     encode_handoff,
     encode_outcome,
     encode_outcomes,
+    handoff_part,
+    pack_handoffs,
 )
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 
@@ -175,3 +180,91 @@ def test_a_batch_with_one_malformed_outcome_is_malformed_as_a_whole(
 def test_a_batch_holds_one_to_max_batch_outcomes() -> None:
     with pytest.raises(ValueError, match="1 to 1000"):
         encode_outcomes([])
+
+
+OTHER = ClaimedTask(id=7, url="http://h/", due_at=DUE, attempt=1, max_attempts=None)
+TASK_FIELDS = json.loads(handoff_part(TASK))
+
+
+def _tasks(*items: Any) -> bytes:
+    return json.dumps({"v": 2, "tasks": list(items)}).encode()
+
+
+def test_a_batch_of_handoffs_round_trips_in_order() -> None:
+    raw = pack_handoffs([handoff_part(TASK), handoff_part(OTHER)])
+
+    assert json.loads(raw)["v"] == 2
+    assert decode_handoffs(raw) == [TASK, OTHER]
+
+
+def test_a_lone_handoff_is_written_and_still_read_as_version_1() -> None:
+    raw = pack_handoffs([handoff_part(TASK)])
+
+    assert raw == encode_handoff(TASK)
+    assert json.loads(raw) == {"v": 1, **TASK_FIELDS}
+    assert decode_handoffs(raw) == [TASK]
+    assert decode_handoff(raw) == TASK
+
+
+def test_a_bad_task_in_a_batch_fails_alone_naming_its_attempt() -> None:
+    raw = _tasks(TASK_FIELDS, TASK_FIELDS | {"id": 8, "url": 5}, json.loads(handoff_part(OTHER)))
+
+    first, bad, last = decode_handoffs(raw)
+
+    assert (first, last) == (TASK, OTHER)
+    assert isinstance(bad, BadHandOff)
+    assert "task 1: field 'url' is invalid" in bad.reason
+    assert bad.task == ClaimedTask(id=8, url="", due_at=DUE, attempt=2, max_attempts=5)
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (5, "task 1 is not a JSON object"),
+        (TASK_FIELDS | {"id": "x"}, "task 1: field 'id' is invalid"),
+        (TASK_FIELDS | {"attempt": 0, "url": None}, "task 1: field 'url' is invalid"),
+    ],
+)
+def test_a_bad_task_that_names_no_attempt_fails_alone_without_one(item: Any, reason: str) -> None:
+    first, bad = decode_handoffs(_tasks(TASK_FIELDS, item))
+
+    assert first == TASK
+    assert isinstance(bad, BadHandOff)
+    assert bad.task is None
+    assert reason in bad.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (_tasks(), "field 'tasks' is not a list of 1 to 1000 hand-offs"),
+        (json.dumps({"v": 2, "tasks": {}}).encode(), "field 'tasks' is not a list"),
+        (json.dumps({"v": 2}).encode(), "field 'tasks' is not a list"),
+        (json.dumps({"v": 3, "tasks": [TASK_FIELDS]}).encode(), "version 3, expected 1 or 2"),
+        (_handoff(url=None), "field 'url' is invalid"),
+    ],
+)
+def test_a_message_that_is_no_batch_of_handoffs_is_malformed_as_a_whole(
+    raw: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        decode_handoffs(raw)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_handoff_message_carries_how_soon_its_requests_must_end(count: int) -> None:
+    raw = pack_handoffs([handoff_part(TASK)] * count, finish_within_s=60)
+
+    message = decode_handoff_message(raw)
+
+    assert message.finish_within_s == 60.0
+    assert message.tasks == [TASK] * count
+    assert decode_handoff_message(encode_handoff(TASK)).finish_within_s is None
+
+
+@pytest.mark.parametrize("value", [-1, "60", None, True])
+def test_a_bad_finish_within_makes_the_message_malformed(value: Any) -> None:
+    raw = json.dumps({"v": 2, "finish_within_s": value, "tasks": [TASK_FIELDS]}).encode()
+
+    with pytest.raises(MalformedMessage, match="field 'finish_within_s' is invalid"):
+        decode_handoff_message(raw)

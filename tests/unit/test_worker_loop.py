@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec
 
 import pytest
 
-from timer_controller.domain.messages import decode_outcomes, encode_handoff
+from timer_controller.domain.messages import (
+    decode_outcomes,
+    encode_handoff,
+    handoff_part,
+    pack_handoffs,
+)
 from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 from timer_controller.errors import BrokerError
 from timer_controller.runtime.worker import Delivery, Worker, WorkerConfig
@@ -250,3 +257,216 @@ async def test_requests_still_running_after_the_grace_are_requeued() -> None:
 
     assert slow.settled == "requeue"
     assert broker.published == []
+
+
+def batch(*task_ids: int) -> bytes:
+    return pack_handoffs(
+        [
+            handoff_part(
+                ClaimedTask(id=i, url="http://h/", due_at=DUE, attempt=3, max_attempts=None)
+            )
+            for i in task_ids
+        ]
+    )
+
+
+class CountingFirer(Firer):
+    """Records the most requests it had at once; each waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.most = 0
+        self.release = asyncio.Event()
+        #: Tasks that wait for ``release_held`` instead.
+        self.held: set[int] = set()
+        self.release_held = asyncio.Event()
+
+    async def fire(self, task: ClaimedTask) -> Outcome:
+        self.fired.append(task.id)
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await (self.release_held if task.id in self.held else self.release).wait()
+        finally:
+            self.now -= 1
+        return Outcome(task.id, OutcomeClass.SUCCESS, status_code=200)
+
+
+def outcomes(broker: FakeBroker) -> dict[int, OutcomeClass]:
+    return {o.task_id: o.outcome.klass for body in broker.published for o in decode_outcomes(body)}
+
+
+@in_loop
+async def test_a_batch_fires_every_task_and_is_acked_once_after_all_outcomes() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, meter = make(broker, firer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    firer.held = {3}
+    delivery = await broker.deliver(batch(1, 2, 3))
+    await until(lambda: len(firer.fired) == 3)
+    firer.release.set()
+    await until(lambda: set(outcomes(broker)) == {1, 2})
+    await until(lambda: "ack" in broker.log or worker.in_flight == 1)
+    assert delivery.settled is None  # not acked while a task of it runs
+    firer.release_held.set()
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == "ack"
+    assert broker.log[-1] == "ack"
+    assert broker.log.count("ack") == 1
+    assert outcomes(broker) == dict.fromkeys((1, 2, 3), OutcomeClass.SUCCESS)
+    assert (meter.started_n, meter.finished_n) == (3, 3)
+
+
+@in_loop
+async def test_worker_concurrency_bounds_the_requests_in_flight_not_the_messages() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, _ = make(broker, firer)  # WORKER_CONCURRENCY 7
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    deliveries = [await broker.deliver(batch(*range(n, n + 5))) for n in (1, 6, 11)]
+    await until(lambda: len(firer.fired) == 7)
+    assert worker.in_flight == 7
+    firer.release.set()
+    await until(lambda: all(d.settled for d in deliveries))
+    stop.set()
+    await running
+
+    assert firer.most == 7
+    assert sorted(firer.fired) == list(range(1, 16))
+    assert [d.settled for d in deliveries] == ["ack"] * 3
+
+
+@in_loop
+async def test_a_bad_task_in_a_batch_fails_alone_and_the_others_fire() -> None:
+    broker, firer = FakeBroker(), Firer()
+    worker, meter = make(broker, firer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    good = json.loads(
+        handoff_part(ClaimedTask(id=1, url="u", due_at=DUE, attempt=1, max_attempts=None))
+    )
+    raw = json.dumps(
+        {"v": 2, "tasks": [good, good | {"id": 2, "headers": 5}, {"id": "?"}, good | {"id": 4}]}
+    ).encode()
+
+    delivery = await broker.deliver(raw)
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == "ack"
+    assert sorted(firer.fired) == [1, 4]
+    assert outcomes(broker) == {
+        1: OutcomeClass.SUCCESS,
+        2: OutcomeClass.INVALID,
+        4: OutcomeClass.SUCCESS,
+    }
+    assert meter.poison_n == 2
+    assert (meter.started_n, meter.finished_n) == (2, 2)  # the requests sent, and only those
+
+
+class RefusingBroker(FakeBroker):
+    """Never confirms the outcome of task 1."""
+
+    async def publish_outcome(self, body: bytes, *, message_id: str) -> None:
+        if message_id.startswith("1."):
+            raise BrokerError("not confirmed")
+        await super().publish_outcome(body, message_id=message_id)
+
+
+@in_loop
+async def test_a_batch_with_an_unconfirmed_outcome_is_requeued_whole() -> None:
+    broker, firer = RefusingBroker(), Firer()
+    config = WorkerConfig(
+        concurrency=7,
+        shutdown_grace_s=5,
+        publish_tries=3,
+        publish_wait_s=0.01,
+        outcome_batch=1,  # each outcome its own message: the first one fails
+    )
+    worker = Worker(broker, firer, config, meter=Meter())
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+
+    delivery = await broker.deliver(batch(1, 2))
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == "requeue"
+    assert len(broker.published) == 1  # one outcome got through, the delivery still goes back
+
+
+@in_loop
+async def test_stop_requeues_unstarted_batches_and_finishes_the_begun_one() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, _ = make(broker, firer, grace_s=5.0)  # WORKER_CONCURRENCY 7
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    begun = await broker.deliver(batch(*range(1, 10)))  # 7 start, 2 wait
+    waiting = await broker.deliver(batch(20, 21))
+    await until(lambda: len(firer.fired) == 7)
+
+    stop.set()
+    await until(lambda: waiting.settled is not None)
+    assert waiting.settled == "requeue"
+    firer.release.set()
+    assert await running == 0
+
+    assert begun.settled == "ack"
+    assert sorted(firer.fired) == list(range(1, 10))
+
+
+@in_loop
+async def test_after_the_grace_a_begun_batch_goes_back_whole() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, _ = make(broker, firer, grace_s=0.1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    begun = await broker.deliver(batch(*range(1, 10)))
+    await until(lambda: len(firer.fired) == 7)
+
+    stop.set()
+    async with asyncio.timeout(5):
+        assert await running == 0
+
+    assert begun.settled == "requeue"
+    assert broker.published == []
+
+
+@in_loop
+async def test_a_task_that_cannot_start_within_its_leases_margin_is_left_unfired() -> None:
+    broker, firer = FakeBroker(), CountingFirer()
+    worker, _ = make(broker, firer)  # WORKER_CONCURRENCY 7, WEBHOOK_TIMEOUT 10 s
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: broker.handler is not None)
+    parts = [
+        handoff_part(ClaimedTask(id=i, url="http://h/", due_at=DUE, attempt=3, max_attempts=None))
+        for i in range(1, 10)
+    ]
+    # LEASE_TIME 10.2 s: a task must start within 0.2 s of the delivery.
+    start_by = time.monotonic() + 0.2
+    delivery = await broker.deliver(pack_handoffs(parts, finish_within_s=10.2))
+    await until(lambda: len(firer.fired) == 7)
+    await until(lambda: time.monotonic() > start_by + 0.01)
+    firer.release.set()
+    await until(lambda: delivery.settled is not None)
+    stop.set()
+    await running
+
+    assert delivery.settled == "ack"  # the two left unfired return with their leases
+    assert sorted(firer.fired) == list(range(1, 8))
+    assert sorted(outcomes(broker)) == list(range(1, 8))

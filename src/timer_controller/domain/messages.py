@@ -5,12 +5,14 @@ task; an *outcome* carries how it ended, plus the hand-off fields the
 recording controller needs (attempt, max_attempts, due time), so any
 controller can record any task's outcome without asking who published it.
 
-Workers send outcomes in batches: one message (version 2) holds the
-outcomes of up to ``MAX_BATCH`` attempts; a lone outcome (version 1) is
-still read. Every message is a JSON object with a version ``v``. Decoding
-is strict: anything else on the wire raises ``MalformedMessage`` with a
-reason, so a poison message is dead-lettered (a batch as a whole) instead
-of crashing or stalling a consumer.
+Both travel in batches: one message (version 2) holds up to ``MAX_BATCH``
+hand-offs (``{"v": 2, "tasks": [...]}``) or outcomes (``{"v": 2,
+"outcomes": [...]}``); a lone one (version 1) is still read, and a hand-off
+of one task is still written as version 1. Every message is a JSON object
+with a version ``v``. Decoding is strict: anything else on the wire raises
+``MalformedMessage`` with a reason, so a poison message is dead-lettered
+instead of crashing or stalling a consumer. A batch of outcomes is dead-lettered whole; in a batch
+of hand-offs one bad task fails alone (``BadHandOff``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 VERSION = 1
 #: A batch of outcomes: ``{"v": 2, "outcomes": [...]}``.
 OUTCOMES_VERSION = 2
-#: Most outcomes one message may carry.
+#: A batch of hand-offs: ``{"v": 2, "tasks": [...]}``.
+HANDOFFS_VERSION = 2
+#: Most outcomes (or hand-offs) one message may carry.
 MAX_BATCH = 1000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _T = TypeVar("_T")
@@ -48,10 +52,27 @@ class TaskOutcome:
     outcome: Outcome
 
 
+@dataclass(frozen=True, slots=True)
+class BadHandOff:
+    """A task in a batch of hand-offs that cannot be fired, and why.
+
+    ``task`` holds what its outcome needs (id, attempt, max attempts, due
+    time; no URL) when those fields were readable, else None.
+    """
+
+    task: ClaimedTask | None
+    reason: str
+
+
 def encode_handoff(task: ClaimedTask) -> bytes:
+    """One task on its own (version 1)."""
+    return pack_handoffs([handoff_part(task)])
+
+
+def handoff_part(task: ClaimedTask) -> bytes:
+    """``task``'s entry in a hand-off message, for ``pack_handoffs``."""
     return _dump(
         {
-            "v": VERSION,
             "id": task.id,
             "attempt": task.attempt,
             "max_attempts": task.max_attempts,
@@ -64,9 +85,89 @@ def encode_handoff(task: ClaimedTask) -> bytes:
     )
 
 
+#: The most ``pack_handoffs`` adds around the entries of a batch, in bytes
+#: (``finish_within_s`` written in at most 12 characters).
+BATCH_OVERHEAD_BYTES = len(b'{"v":2,"finish_within_s":,"tasks":[]}') + 12
+
+
+@dataclass(frozen=True, slots=True)
+class HandOffMessage:
+    """What one hand-off message carries."""
+
+    tasks: list[ClaimedTask | BadHandOff]
+    #: A task's request must end within this many seconds of the message's
+    #: delivery (LEASE_TIME): a worker that cannot start it in time, less its
+    #: WEBHOOK_TIMEOUT, leaves it unfired and its lease returns it. None: no
+    #: limit (a message from before batches, whose task started at once).
+    finish_within_s: float | None = None
+
+
+def pack_handoffs(parts: Sequence[bytes], *, finish_within_s: float | None = None) -> bytes:
+    """The message carrying ``parts`` (from ``handoff_part``): version 1 for one.
+
+    Joined as bytes, so each task is encoded once and a batch's size is
+    known before it is built: at most the sum of its parts, the commas
+    between them and BATCH_OVERHEAD_BYTES.
+    """
+    head = b"" if finish_within_s is None else b'"finish_within_s":%.3f,' % finish_within_s
+    if len(parts) == 1:
+        return b'{"v":1,' + head + parts[0][1:]
+    if not 1 <= len(parts) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} hand-offs, not {len(parts)}")
+    return b'{"v":2,' + head + b'"tasks":[' + b",".join(parts) + b"]}"
+
+
 def decode_handoff(raw: bytes) -> ClaimedTask:
-    """The task a hand-off describes; raises MalformedMessage."""
-    data = _load(raw, "hand-off")
+    """The task a version-1 hand-off describes; raises MalformedMessage."""
+    return _task(_load(raw, "hand-off"))
+
+
+def decode_handoffs(raw: bytes) -> list[ClaimedTask | BadHandOff]:
+    """Every task a hand-off message carries (``decode_handoff_message``)."""
+    return decode_handoff_message(raw).tasks
+
+
+def decode_handoff_message(raw: bytes) -> HandOffMessage:
+    """A hand-off message, a batch or a lone task.
+
+    A message that is not a hand-off at all (or a lone task with a bad
+    field) raises MalformedMessage; in a batch, a bad task is a BadHandOff
+    in its place and the others are read as usual.
+    """
+    data = _load(raw, "hand-off", versions=(VERSION, HANDOFFS_VERSION))
+    finish_within_s = (
+        _field(data, "finish_within_s", _seconds) if "finish_within_s" in data else None
+    )
+    if data["v"] == VERSION:
+        return HandOffMessage([_task(data)], finish_within_s)
+    items = data.get("tasks")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise MalformedMessage(f"field 'tasks' is not a list of 1 to {MAX_BATCH} hand-offs")
+    tasks = [_batched_task(index, item) for index, item in enumerate(items)]
+    return HandOffMessage(tasks, finish_within_s)
+
+
+def _batched_task(index: int, item: Any) -> ClaimedTask | BadHandOff:
+    if not isinstance(item, dict):
+        return BadHandOff(None, f"task {index} is not a JSON object")
+    try:
+        return _task(item)
+    except MalformedMessage as exc:
+        reason = f"task {index}: {exc}"
+    try:
+        stub = ClaimedTask(
+            id=_field(item, "id", _positive_int),
+            url="",
+            due_at=_field(item, "due_at", _datetime),
+            attempt=_field(item, "attempt", _positive_int),
+            max_attempts=_field(item, "max_attempts", _optional(_positive_int)),
+        )
+    except MalformedMessage:
+        return BadHandOff(None, reason)
+    return BadHandOff(stub, reason)
+
+
+def _task(data: dict[str, Any]) -> ClaimedTask:
     return ClaimedTask(
         id=_field(data, "id", _positive_int),
         url=_field(data, "url", _str),

@@ -2,8 +2,9 @@
 
 ``HandOff.send`` replaces firing: the claim loop calls it at the task's due
 time, and the task's slot is free once it returns. It returns True once the
-broker confirmed the hand-off, and False when it could not get it through in
-time; the caller then hands the claim back. The outcome comes back later,
+broker confirmed the message carrying the task, and False when it could not
+get it through in time; the caller then hands the claim back. Tasks that
+come due together travel in one message (``HandOff``). The outcome comes back later,
 through the outcomes queue, to whichever controller reads it first
 (``runtime.intake``).
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from timer_controller.domain.messages import encode_handoff
+from timer_controller.domain.messages import BATCH_OVERHEAD_BYTES, handoff_part, pack_handoffs
 from timer_controller.domain.retry import RetryPolicy
 from timer_controller.domain.task import ClaimedTask, Outcome
 from timer_controller.errors import BrokerError
@@ -46,6 +47,19 @@ class HandOffMeter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class PackLimits:
+    """How much one hand-off message may carry.
+
+    The byte cap bounds a message (bodies may be up to MAX_REQUEST_BODY) and
+    so what a worker holds unstarted: its prefetch counts messages
+    (docs/amqp.md, Firing).
+    """
+
+    max_tasks: int = 100
+    max_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class HandOffConfig:
     #: LEASE_TIME: a worker must start a task at least this long before its lease ends.
     lease_s: float
@@ -63,13 +77,46 @@ def queue_ttl_s(*, lease_end: float, now: float, config: HandOffConfig) -> float
     return lease_end - config.lease_s - LEASE_SLACK_S - now
 
 
+@dataclass(eq=False, slots=True)
+class _Entry:
+    task: ClaimedTask
+    part: bytes
+    lease_end: float
+    confirmed: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class _Pack:
+    entries: list[_Entry] = field(default_factory=list)
+    #: The message's size so far, as ``pack_handoffs`` will build it.
+    size: int = BATCH_OVERHEAD_BYTES
+
+
 class HandOff:
+    """Publishes hand-offs, packing those asked for in one loop turn into one message.
+
+    Tasks that come due together (a claim's due tasks, timers ending in the
+    same millisecond) call ``send`` in the same turn of the event loop: the
+    first one opens a pack and schedules its publish for the next turn, so
+    the others join it without waiting for anything. A pack holds at most
+    ``max_tasks`` tasks and ``max_bytes`` of message; the next task starts
+    another, and a task too big to share goes alone.
+    """
+
     def __init__(
-        self, broker: ControllerBroker, config: HandOffConfig, *, meter: HandOffMeter
+        self,
+        broker: ControllerBroker,
+        config: HandOffConfig,
+        *,
+        meter: HandOffMeter,
+        limits: PackLimits = PackLimits(),
     ) -> None:
         self._broker = broker
         self._config = config
         self._meter = meter
+        self._limits = limits
+        self._pack: _Pack | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -78,29 +125,85 @@ class HandOff:
 
     async def send(self, task: ClaimedTask, *, lease_end: float) -> bool:
         """Publish ``task``; True once confirmed, False if the claim should be handed back."""
-        body = encode_handoff(task)
-        message_id = f"{task.id}.{task.attempt}"
-        for attempt in range(1, self._config.publish_tries + 1):
-            ttl_s = queue_ttl_s(lease_end=lease_end, now=time.monotonic(), config=self._config)
-            if ttl_s <= 0:
+        part = handoff_part(task)
+        entry = _Entry(task, part, lease_end, asyncio.get_running_loop().create_future())
+        self._pack_in(entry)
+        # The pack's publish goes on if this caller is cancelled (shutdown):
+        # the others in it still wait for it.
+        return await asyncio.shield(entry.confirmed)
+
+    def _pack_in(self, entry: _Entry) -> None:
+        limits, pack = self._limits, self._pack
+        size = len(entry.part) + 1  # and its comma
+        if pack is not None and (
+            len(pack.entries) >= limits.max_tasks or pack.size + size > limits.max_bytes
+        ):
+            pack = None
+        if pack is None:
+            pack = _Pack()
+            self._start(pack)
+            if BATCH_OVERHEAD_BYTES + size <= limits.max_bytes:
+                self._pack = pack  # others may join; a task too big to share goes alone
+        pack.entries.append(entry)
+        pack.size += size
+
+    def _start(self, pack: _Pack) -> None:
+        publishing = asyncio.create_task(self._publish_soon(pack), name="handoff")
+        self._publishing.add(publishing)
+        publishing.add_done_callback(self._publishing.discard)
+
+    async def _publish_soon(self, pack: _Pack) -> None:
+        # A task starts in the next loop turn: this turn's hand-offs have joined.
+        if self._pack is pack:
+            self._pack = None
+        confirmed: set[_Entry] = set()
+        try:
+            confirmed = await self._publish(pack.entries)
+        finally:
+            for entry in pack.entries:
+                if not entry.confirmed.done():
+                    entry.confirmed.set_result(entry in confirmed)
+
+    async def _publish(self, entries: list[_Entry]) -> set[_Entry]:
+        """The entries the broker confirmed: all of them, or none after the tries."""
+        config, tries = self._config, self._config.publish_tries
+        for attempt in range(1, tries + 1):
+            now = time.monotonic()
+            # A task past its queue time is not published; the others go on without it.
+            ttls = {e: queue_ttl_s(lease_end=e.lease_end, now=now, config=config) for e in entries}
+            entries = [e for e in entries if ttls[e] > 0]
+            if not entries:
                 break
-            self._meter.published()
+            first = entries[0].task
+            message_id = f"{first.id}.{first.attempt}"
+            if len(entries) > 1:
+                message_id += f"+{len(entries) - 1}"
+            # The message leaves the queue at least LEASE_TIME before the
+            # lease ends; a worker holding a task longer than that, less its
+            # WEBHOOK_TIMEOUT, could send a request that outlasts the lease.
+            body = pack_handoffs([e.part for e in entries], finish_within_s=config.lease_s)
+            for _ in entries:
+                self._meter.published()
             try:
-                await self._broker.publish_handoff(body, message_id=message_id, expiration_s=ttl_s)
+                await self._broker.publish_handoff(
+                    body, message_id=message_id, expiration_s=min(ttls[e] for e in entries)
+                )
             except BrokerError as exc:
                 log.warning(
-                    "task %d: hand-off not confirmed (try %d of %d): %s",
-                    task.id,
+                    "%d hand-offs (task %d first) not confirmed (try %d of %d): %s",
+                    len(entries),
+                    first.id,
                     attempt,
-                    self._config.publish_tries,
+                    tries,
                     exc,
                 )
-                if attempt < self._config.publish_tries:
-                    await asyncio.sleep(self._config.publish_wait_s)
+                if attempt < tries:
+                    await asyncio.sleep(config.publish_wait_s)
                 continue
-            self._meter.confirmed()
-            return True
-        return False
+            for _ in entries:
+                self._meter.confirmed()
+            return set(entries)
+        return set()
 
 
 class HandOffController(Controller):

@@ -1,16 +1,25 @@
 """The worker loop: fire the tasks the broker hands out, report, then ack.
 
-Each delivery is a hand-off from a controller. It fires at once (the
-controller published it at its due time) through the same dispatcher as
-direct mode, its outcome is published and confirmed (in a batch with the
-outcomes finished near it, ``runtime.outbox``), and only then is the
-delivery acked: a worker that dies at any point leaves the delivery unacked
-and the broker gives it to another worker. A message that is not a valid
-hand-off is dead-lettered and logged, never retried.
+Each delivery is a hand-off from a controller: one task, or several that
+came due together. Each task fires at once (the controller published it at
+its due time) through the same dispatcher as direct mode, at most
+WORKER_CONCURRENCY at a time; its outcome is published and confirmed (in a
+batch with the outcomes finished near it, ``runtime.outbox``), and the
+delivery is acked only once every task in it has its outcome confirmed: a
+worker that dies at any point leaves the delivery unacked and the broker
+gives it to another worker. A message that is not a valid hand-off is
+dead-lettered and logged, never retried; a bad task inside a batch fails
+alone, with an ``invalid`` outcome of its own.
 
-On stop: no new deliveries; those that arrive meanwhile go back to the
-queue; requests in flight finish within the grace period, and the ones
-still running after it are cancelled and requeued too.
+The prefetch counts messages, not tasks: with WORKER_CONCURRENCY of each,
+the tasks received but not started are bounded by the prefetch times the
+controllers' pack limits (``runtime.handoff.PackLimits``), and so is their
+memory.
+
+On stop: no new deliveries; those that arrive meanwhile, and those none of
+whose tasks has started, go back to the queue; requests in flight (and the
+rest of the deliveries they belong to) finish within the grace period, and
+what is still running or waiting after it is cancelled and requeued too.
 """
 
 from __future__ import annotations
@@ -18,12 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from timer_controller.domain.messages import MalformedMessage, decode_handoff
-from timer_controller.domain.task import ClaimedTask, Outcome
+from timer_controller.domain.messages import (
+    BadHandOff,
+    MalformedMessage,
+    decode_handoff_message,
+)
+from timer_controller.domain.task import ClaimedTask, Outcome, OutcomeClass
 from timer_controller.runtime.outbox import Outbox, OutboxConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +75,7 @@ class WorkerMeter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
+    #: WORKER_CONCURRENCY: requests at once, and the prefetch (which counts messages).
     concurrency: int
     shutdown_grace_s: float
     #: Tries to get one outcome confirmed before the delivery is requeued.
@@ -69,6 +84,27 @@ class WorkerConfig:
     #: Outcomes per message, and how long the first waits for company.
     outcome_batch: int = 100
     outcome_linger_s: float = 0.005
+    #: WEBHOOK_TIMEOUT: how long a request may take, so how late it may start.
+    webhook_timeout_s: float = 10.0
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    """A delivery being worked on: settled once every task in it has ended."""
+
+    delivery: Delivery
+    left: int
+    #: Monotonic time after which a task of it may no longer start; None: no limit.
+    start_by: float | None = None
+    started: int = 0
+    #: False once any task's outcome failed to be confirmed (or was cut short).
+    ok: bool = True
+
+    def end(self, *, ok: bool) -> bool:
+        """One task ended; True when it was the last (settle the delivery now)."""
+        self.ok = self.ok and ok
+        self.left -= 1
+        return self.left == 0
 
 
 class Worker:
@@ -89,6 +125,8 @@ class Worker:
             ),
         )
         self._running: set[asyncio.Task[None]] = set()
+        #: Tasks received but not started: at most prefetch deliveries' worth.
+        self._queued: deque[tuple[ClaimedTask | BadHandOff, _Held]] = deque()
         self._stopping = False
         #: Monotonic time of the last delivery or idle check, for /healthz.
         self.last_tick = time.monotonic()
@@ -111,12 +149,12 @@ class Worker:
 
     async def _receive(self, delivery: Delivery) -> None:
         """Called by the broker for each message; returns at once."""
-        self.last_tick = time.monotonic()
+        self.last_tick = received = time.monotonic()
         if self._stopping:
             await delivery.requeue()
             return
         try:
-            task = decode_handoff(delivery.body)
+            message = decode_handoff_message(delivery.body)
         except MalformedMessage as exc:
             self._meter.poisoned()
             log.error(
@@ -126,25 +164,89 @@ class Worker:
             )
             await delivery.dead_letter()
             return
-        running = asyncio.create_task(self._handle(task, delivery), name=f"task-{task.id}")
-        self._running.add(running)
-        running.add_done_callback(self._running.discard)
+        start_by = None
+        if message.finish_within_s is not None:
+            start_by = received + message.finish_within_s - self._config.webhook_timeout_s
+        held = _Held(delivery, len(message.tasks), start_by)
+        self._queued.extend((task, held) for task in message.tasks)
+        self._start_queued()
 
-    async def _handle(self, task: ClaimedTask, delivery: Delivery) -> None:
-        self._meter.started()
+    def _start_queued(self) -> None:
+        """Start received tasks while fewer than WORKER_CONCURRENCY run."""
+        while self._queued and len(self._running) < self._config.concurrency:
+            task, held = self._queued.popleft()
+            held.started += 1
+            running = asyncio.create_task(self._handle(task, held), name="task")
+            self._running.add(running)
+            running.add_done_callback(self._ended)
+
+    def _ended(self, running: asyncio.Task[None]) -> None:
+        self._running.discard(running)
+        self._start_queued()
+
+    async def _handle(self, task: ClaimedTask | BadHandOff, held: _Held) -> None:
         try:
-            outcome = await self._firer.fire(task)
+            if held.start_by is not None and time.monotonic() > held.start_by:
+                ok = self._too_late(task)
+            else:
+                ok = await self._attempt(task)
         except asyncio.CancelledError:
             # Cancelled after the grace period: another worker fires it again.
-            await asyncio.shield(delivery.requeue())
+            if held.end(ok=False):
+                await asyncio.shield(held.delivery.requeue())
             raise
+        if held.end(ok=ok):
+            await self._settle(held)
+
+    async def _attempt(self, task: ClaimedTask | BadHandOff) -> bool:
+        """Fire ``task`` and get its outcome confirmed; False if it never was."""
+        if isinstance(task, BadHandOff):
+            return await self._refuse(task)
+        self._meter.started()
+        outcome = await self._firer.fire(task)
         self._meter.finished(outcome)
-        if await self._outbox.send(task, outcome):
-            await asyncio.shield(delivery.ack())
+        confirmed = await self._outbox.send(task, outcome)
+        if confirmed:
             log.debug("task %d attempt %d fired: %s", task.id, task.attempt, outcome.klass.value)
-            return
-        # Requeued, it fires again: a repeat the receiver can spot by webhook-id.
-        await asyncio.shield(delivery.requeue())
+        return confirmed
+
+    @staticmethod
+    def _too_late(task: ClaimedTask | BadHandOff) -> bool:
+        """Waited for a slot so long that its request could outlast its lease: left unfired.
+
+        Its lease returns it and it fires once, from a fresh claim, as a
+        message that expired in the queue would; True: nothing to report.
+        """
+        named = task.task if isinstance(task, BadHandOff) else task
+        task_id = named.id if named is not None else None
+        log.warning(
+            "task %s not started: it waited for a free request slot past its lease's margin; "
+            "its lease returns it",
+            task_id,
+            extra={"event": "start_too_late", "task_id": task_id},
+        )
+        return True
+
+    async def _refuse(self, bad: BadHandOff) -> bool:
+        """A task its batch carried unreadable: it fails alone, the others fire."""
+        self._meter.poisoned()
+        log.error(
+            "refused a malformed task in a batch of hand-offs: %s",
+            bad.reason,
+            extra={"event": "poison", "error": bad.reason},
+        )
+        if bad.task is None:
+            return True  # nothing names its attempt: its lease returns it
+        # Counted as poison, not as a request: nothing was sent.
+        outcome = Outcome(bad.task.id, OutcomeClass.INVALID, error=bad.reason[:300])
+        return await self._outbox.send(bad.task, outcome)
+
+    async def _settle(self, held: _Held) -> None:
+        if held.ok:
+            await asyncio.shield(held.delivery.ack())
+        else:
+            # Requeued, its tasks fire again: repeats the receiver can spot by webhook-id.
+            await asyncio.shield(held.delivery.requeue())
 
     async def _publish_outcome(self, body: bytes, message_id: str) -> None:
         await asyncio.shield(self._broker.publish_outcome(body, message_id=message_id))
@@ -152,17 +254,37 @@ class Worker:
     async def _shutdown(self) -> None:
         self._stopping = True
         await self._broker.stop_consuming()
+        await self._requeue_unstarted()
         running = list(self._running)
-        if running:
+        if running or self._queued:
             log.info(
-                "waiting up to %gs for %d in-flight requests",
+                "waiting up to %gs for %d in-flight requests (and %d more of their deliveries)",
                 self._config.shutdown_grace_s,
                 len(running),
+                len(self._queued),
             )
-            await asyncio.wait(running, timeout=self._config.shutdown_grace_s)
+            await self._wait_all(self._config.shutdown_grace_s)
+        # Tasks still queued belong to deliveries already begun: those go back whole.
+        queued, self._queued = list(self._queued), deque()
+        ended = [held for _, held in queued if held.end(ok=False)]
+        await asyncio.gather(*(asyncio.shield(h.delivery.requeue()) for h in ended))
         late = [t for t in self._running if not t.done()]
         if late:
             log.warning("%d requests still running after the grace; requeueing them", len(late))
         for running_task in late:
             running_task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+
+    async def _requeue_unstarted(self) -> None:
+        """Deliveries none of whose tasks started go back to the queue at once."""
+        unstarted = {id(h): h for _, h in self._queued if h.started == 0}
+        if not unstarted:
+            return
+        self._queued = deque(item for item in self._queued if id(item[1]) not in unstarted)
+        await asyncio.gather(*(h.delivery.requeue() for h in unstarted.values()))
+
+    async def _wait_all(self, timeout_s: float) -> None:
+        """Until nothing runs or is queued, or ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
+        while self._running and (left_s := deadline - time.monotonic()) > 0:
+            await asyncio.wait(list(self._running), timeout=left_s)
