@@ -8,8 +8,10 @@ docs/http-transport.md and bench/http_transports.py.
 Why not the stock ``httpx_aiohttp.AiohttpTransport``: its exception map turns
 a refused connection, a DNS failure and a server that hangs up into
 ``httpx.ConnectTimeout``, and it has no hook for the target policy. This
-transport is the same idea with both fixed, measured as fast, and callers
-still code against ``httpx.AsyncClient`` only.
+transport is the same idea with both fixed, measured as fast. The
+dispatcher sends without following redirects through ``exchange``, which
+builds no httpx objects but speaks the same exception contract; everything
+else codes against httpx (``handle_async_request``, ``httpx.AsyncClient``).
 
 Target policy (see guard.py): host names are checked by a resolver that sees
 every address aiohttp is about to connect to, so a name that re-resolves to a
