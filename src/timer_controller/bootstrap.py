@@ -26,7 +26,7 @@ from timer_controller.db.clock import DbClock
 from timer_controller.db.facade import AsyncStorage
 from timer_controller.db.repository import TaskRepository
 from timer_controller.db.setup import current_revision_is_head, prepare, server_url
-from timer_controller.delivery.dispatch import Dispatcher, Send
+from timer_controller.delivery.dispatch import Dispatcher, Exchanger, Send
 from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
 from timer_controller.delivery.redirects import RedirectingSender
 from timer_controller.delivery.transport import GuardedAiohttpTransport
@@ -125,14 +125,14 @@ def run_controller(settings: Settings) -> int:
 
 def make_sender(
     settings: Settings | WorkerSettings, policy: TargetPolicy, *, max_connections: int
-) -> tuple[Send, Callable[[], Awaitable[None]]]:
+) -> tuple[Send | Exchanger, Callable[[], Awaitable[None]]]:
     """The one send path, chosen once: the transport, or (FOLLOW_REDIRECTS) a
     RedirectingSender over it that leaves redirect bodies unread; and what closes it."""
     transport = GuardedAiohttpTransport(policy=policy, max_connections=max_connections)
     # Start-up work belongs before the first claim, not in the first timer's way.
     transport.open()
     if not settings.follow_redirects:
-        return transport.handle_async_request, transport.aclose
+        return transport, transport.aclose
     return RedirectingSender(transport, policy=policy), transport.aclose
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from timer_controller.delivery.dispatch import Dispatcher, Send
+from timer_controller.delivery.dispatch import Dispatcher, Exchanger, Send
 from timer_controller.delivery.policy import TargetPolicy
 from timer_controller.delivery.redirects import RedirectingSender
 from timer_controller.delivery.transport import GuardedAiohttpTransport
@@ -38,10 +38,8 @@ async def fire_against(answer: bytes, *, follow_redirects: bool) -> Outcome:
     port = server.sockets[0].getsockname()[1]
     policy = TargetPolicy()
     transport = GuardedAiohttpTransport(policy=policy, max_connections=2)
-    send: Send = (
-        RedirectingSender(transport, policy=policy)
-        if follow_redirects
-        else transport.handle_async_request
+    send: Send | Exchanger = (
+        RedirectingSender(transport, policy=policy) if follow_redirects else transport
     )
     task = ClaimedTask(
         id=1,

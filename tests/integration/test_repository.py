@@ -383,6 +383,31 @@ def test_record_outcomes_writes_every_kind_with_one_update_each_in_one_transacti
     assert (again.id, again.attempt) == (retry_soon, 2)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-row", "one-value"])
+def test_error_texts_are_recorded_verbatim_whatever_they_hold(
+    db: TestDatabase, repo: TaskRepository, shared: bool
+) -> None:
+    """Outcome writes are SQL text with the errors as parameters: quotes, percent
+    signs, placeholders and backslashes in a receiver's words reach the row as sent."""
+    texts = ["it's 100% %s done", 'a "quoted" \\ back\\slash; --', "%(name)s ünïcode 🎉", "%%"]
+    if shared:
+        texts = [texts[0]] * len(texts)
+    ids = [insert_task(db, due_in_s=-10 + i) for i in range(len(texts))]
+    claim(repo, "pod-a")
+    fired = sql_now(db.engine)
+    retry_at = fired + timedelta(minutes=5)
+    outcomes = [
+        Transition(task_id, 1, Status.WAITING, fired, error=error, next_due_at=retry_at)
+        for task_id, error in zip(ids, texts, strict=True)
+    ]
+
+    assert repo.record_outcomes(owner="pod-a", transitions=outcomes) == len(ids)
+
+    for task_id, error in zip(ids, texts, strict=True):
+        row = fetch(db, task_id)
+        assert (row["status"], row["last_error"], row["due_at"]) == ("waiting", error, retry_at)
+
+
 def test_an_outcome_is_recorded_against_the_attempt_that_was_sent(
     db: TestDatabase, repo: TaskRepository
 ) -> None:

@@ -112,3 +112,13 @@ def test_utc_now_is_naive_utc() -> None:
 
     assert now.tzinfo is None
     assert before <= now <= after
+
+
+def test_utc_now_is_naive_utc_between_two_readings_of_the_system_clock() -> None:
+    for _ in range(1000):
+        before = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
+        after = datetime.now(UTC).replace(tzinfo=None)
+        assert now.tzinfo is None
+        # datetime.now rounds to the microsecond, utc_now truncates: at most 1 us apart.
+        assert before - timedelta(microseconds=1) <= now <= after

@@ -4,6 +4,7 @@ no thread pool, no network. Each test drives the real ``Controller.run``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ def _controller(
     batch_size: int = 10,
     shutdown_grace_s: float = 1.0,
     max_attempts: int = 3,
+    poll_interval_s: float = 0.01,
 ) -> Controller:
     metrics = Metrics()
     writer = OutcomeWriter(
@@ -141,7 +143,7 @@ def _controller(
         owner="pod-a",
         batch_size=batch_size,
         max_in_flight=max_in_flight,
-        poll_interval_s=0.01,
+        poll_interval_s=poll_interval_s,
         lookahead_s=1.0,
         lease_s=60.0,
         shutdown_grace_s=shutdown_grace_s,
@@ -211,6 +213,39 @@ def test_claims_never_take_more_than_the_free_slots() -> None:
     assert sender.most_in_flight == 4
     assert all(limit <= 4 for limit in store.limits)
     assert {t.task_id for t in store.recorded} == set(range(1, 11))
+
+
+def _holds(controller: Controller, count: int) -> bool:
+    return controller.held == count
+
+
+def test_a_full_loop_wakes_once_a_claims_worth_of_slots_is_free() -> None:
+    """Batch 10: a claim waits for 5 free slots, so the 4 before wake nothing."""
+    store = FakeStore(due=[_task(i) for i in range(1, 21)])
+    sender = FakeSender(gates={i: asyncio.Event() for i in range(1, 21)})
+    # A long poll, so the loop turns only when woken (or after 3 s).
+    controller = _controller(store, sender, max_in_flight=10, poll_interval_s=3.0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(controller.run(stop))
+        await _until(lambda: sender.in_flight == 10, "ten requests in flight")
+        await asyncio.sleep(0.01)  # the loop settles into its wait for slots
+        tick = controller.last_tick
+        for task_id in range(1, 5):
+            sender.gates[task_id].set()
+            await _until(functools.partial(_holds, controller, 10 - task_id), f"{task_id} done")
+            await asyncio.sleep(0)
+        assert controller.last_tick == tick  # four free slots: no turn of the loop
+        sender.gates[5].set()
+        await _until(lambda: store.limits == [10, 5], "a claim of the five free slots")
+        for gate in sender.gates.values():
+            gate.set()
+        await _until(lambda: len(store.recorded) == 20, "every task to be recorded")
+        stop.set()
+        assert await running == 0
+
+    _run(scenario)
 
 
 def test_a_stop_hands_back_unsent_claims_and_lets_in_flight_ones_finish() -> None:

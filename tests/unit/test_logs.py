@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from timer_controller.ops.logs import JsonFormatter, configure
+from timer_controller.ops.logs import JsonFormatter, TextFormatter, configure
 
 LOGGER = "timer_controller.tests_unit_logs"
 
@@ -179,3 +179,22 @@ def test_a_library_error_with_a_traceback_is_one_line(capsys: pytest.CaptureFixt
         "sqlalchemy.pool.impl.QueuePool: Exception during reset or similar: "
         "ConnectionError: (2013, 'Lost connection to server during query')"
     )
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        # Within one second, across its end, across a minute, a day and back again.
+        [1_780_000_000.0, 1_780_000_000.4567, 1_780_000_000.9999, 1_780_000_001.0001],
+        [1_780_012_799.998, 1_780_012_800.002, 1_780_012_799.5],
+        [1_779_926_399.999, 1_779_926_400.0, 1_779_926_400.001],
+    ],
+)
+def test_text_lines_are_what_logging_formatter_writes(created: list[float]) -> None:
+    fmt = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    ours, stock = TextFormatter(fmt), logging.Formatter(fmt)
+    for moment in created:
+        record = logging.makeLogRecord({"name": LOGGER, "msg": "task %d done", "args": (7,)})
+        record.created, record.msecs = moment, int((moment - int(moment)) * 1000) + 0.0
+        assert ours.format(record) == stock.format(record)
+        assert ours.formatTime(record, "%H:%M") == stock.formatTime(record, "%H:%M")

@@ -20,6 +20,7 @@ from timer_controller.delivery.request import (
     InvalidTask,
     WebhookRequest,
     build_request,
+    default_body,
     parse_headers,
 )
 from timer_controller.delivery.signing import decode_secret
@@ -368,3 +369,21 @@ def test_signatures_cover_per_task_bodies(method: str, body: str | None) -> None
 
     Webhook(SECRET_A).verify(request.body, request.headers, json_parse=False)
     assert request.body == (body or "").encode()
+
+
+@pytest.mark.parametrize("task_id", [1, 42, 2**31 - 1, 2**63 - 1])
+@pytest.mark.parametrize(
+    "due_at",
+    [
+        datetime(2025, 6, 1, 12, 0, 0),
+        datetime(2025, 6, 1, 12, 0, 0, 1),
+        datetime(2025, 12, 31, 23, 59, 59, 999999),
+        datetime(1, 1, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 500000),
+    ],
+)
+def test_default_body_is_what_compact_json_dumps_writes(task_id: int, due_at: datetime) -> None:
+    due = due_at.isoformat(timespec="microseconds") + "Z"
+    expected = json.dumps({"id": task_id, "due_at": due}, separators=(",", ":")).encode()
+
+    assert default_body(replace(TASK, id=task_id, due_at=due_at)) == expected

@@ -78,11 +78,8 @@ class Stats:
 
 
 def _write(conn: Connection, status: Status, batch: Sequence[Transition], owner: str | None) -> int:
-    result = conn.execute(
-        sql.outcome_update(status=status, transitions=batch, owner=owner),
-        execution_options=_ONE_OFF,
-    )
-    return int(result.rowcount)
+    text, params = sql.outcome_update(status=status, transitions=batch, owner=owner)
+    return int(conn.exec_driver_sql(text, params).rowcount)
 
 
 def _write_alone(conn: Connection, transition: Transition, owner: str | None) -> int:

@@ -1,8 +1,9 @@
 """Sending one webhook and classifying how it ended.
 
 Every outcome class is decided here, ``Retry-After`` included. The sender
-is chosen once, by bootstrap: the guarded transport itself, or (with
-FOLLOW_REDIRECTS) the httpx client over it, which follows redirects.
+is chosen once, by bootstrap: the guarded transport itself, which sends
+straight through its aiohttp session (``Exchanger``), or (with
+FOLLOW_REDIRECTS) a RedirectingSender over it, which follows redirects.
 ``transport.py`` speaks httpx's exception contract; only this module turns
 those exceptions into outcomes.
 """
@@ -15,9 +16,10 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -82,21 +84,43 @@ _parsed_url = functools.lru_cache(maxsize=4096)(httpx.URL)
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
+@runtime_checkable
+class Exchanger(Protocol):
+    """Sends one request without following redirects, with no httpx objects around it.
+
+    Raises httpx's exceptions for the causes the httpx transport API would
+    (``transport._mapped_errors``), and answers the status and the
+    ``Retry-After`` header, having read at most ``read_limit`` bytes.
+    """
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        read_limit: int,
+    ) -> tuple[int, str | None]: ...
+
+
 class Dispatcher:
     """Fires claimed tasks through one sender; never raises for a task's sake.
 
-    Without redirect following the sender is the transport itself
-    (``handle_async_request``, httpx's transport API): the client's
-    per-request layers — URL and header merging, auth, cookies, redirects —
-    do nothing the controller needs, and cost about a quarter of its CPU per
-    webhook (docs/http-transport.md). With FOLLOW_REDIRECTS it is a
-    RedirectingSender over the same transport, which leaves every
-    redirect's body unread (redirects.py).
+    Without redirect following the sender is the transport itself, an
+    ``Exchanger``: the request goes straight through its aiohttp session,
+    with none of the httpx client's per-request layers (URL and header
+    merging, auth, cookies, redirects) and no ``httpx.Request`` or
+    ``httpx.Response`` either (docs/http-transport.md). Any other ``Send``
+    (httpx's transport API: a RedirectingSender with FOLLOW_REDIRECTS,
+    which leaves every redirect's body unread, or a test's mock transport)
+    gets an ``httpx.Request`` and answers an ``httpx.Response``.
     """
 
     def __init__(
         self,
-        send: Send,
+        send: Send | Exchanger,
         *,
         timeout_s: float,
         policy: TargetPolicy,
@@ -104,7 +128,8 @@ class Dispatcher:
         max_body_bytes: int,
         db_clock: Callable[[], datetime],
     ) -> None:
-        self._send_request = send
+        self._exchanger = send if isinstance(send, Exchanger) else None
+        self._send_request = send if not isinstance(send, Exchanger) else None
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._policy = policy
@@ -174,6 +199,16 @@ class Dispatcher:
     async def _send(
         self, method: str, url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str | None]:
+        if self._exchanger is not None:
+            return await self._exchanger.exchange(
+                method,
+                url,
+                headers,
+                body,
+                timeout_s=self._timeout_s,
+                read_limit=MAX_RESPONSE_BYTES,
+            )
+        assert self._send_request is not None
         request = httpx.Request(
             method, _parsed_url(url), headers=headers, content=body, extensions=self._extensions
         )

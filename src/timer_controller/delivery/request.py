@@ -54,8 +54,16 @@ class WebhookRequest:
 
 
 def default_body(task: ClaimedTask) -> bytes:
-    due = task.due_at.isoformat(timespec="microseconds") + "Z"
-    return json.dumps({"id": task.id, "due_at": due}, separators=(",", ":")).encode()
+    """``{"id":…,"due_at":"…Z"}``, as compact ``json.dumps`` writes it.
+
+    Formatted directly: an int and an ISO time need no JSON escaping, and
+    ``json.dumps`` of the dict took about 4 us of each timer (isoformat with
+    ``timespec`` another 1 us more than without).
+    """
+    due = task.due_at.isoformat()
+    if not task.due_at.microsecond:
+        due += ".000000"
+    return f'{{"id":{task.id:d},"due_at":"{due}Z"}}'.encode()
 
 
 def parse_headers(raw: str | None) -> dict[str, str]:

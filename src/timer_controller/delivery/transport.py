@@ -8,8 +8,10 @@ docs/http-transport.md and bench/http_transports.py.
 Why not the stock ``httpx_aiohttp.AiohttpTransport``: its exception map turns
 a refused connection, a DNS failure and a server that hangs up into
 ``httpx.ConnectTimeout``, and it has no hook for the target policy. This
-transport is the same idea with both fixed, measured as fast, and callers
-still code against ``httpx.AsyncClient`` only.
+transport is the same idea with both fixed, measured as fast. The
+dispatcher sends without following redirects through ``exchange``, which
+builds no httpx objects but speaks the same exception contract; everything
+else codes against httpx (``handle_async_request``, ``httpx.AsyncClient``).
 
 Target policy (see guard.py): host names are checked by a resolver that sees
 every address aiohttp is about to connect to, so a name that re-resolves to a
@@ -23,7 +25,7 @@ import contextlib
 import functools
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from http.client import HTTPResponse
 from http.cookiejar import CookieJar
 from urllib.request import Request
@@ -45,6 +47,8 @@ from timer_controller.delivery.policy import (
 # client drops an idle connection before the server does; otherwise a POST
 # can go out on a socket the server is closing, and POSTs are not retried.
 KEEPALIVE_S = 4.0
+# httpx.Request gives these a Content-Length even when the body is empty.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class GuardedResolver(AbstractResolver):
@@ -126,6 +130,59 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
             },
         )
 
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        read_limit: int,
+    ) -> tuple[int, str | None]:
+        """One request straight through the session, redirects not followed.
+
+        The status and ``Retry-After`` of the answer, with at most
+        ``read_limit`` bytes of its body read. The same bytes go out as
+        through ``handle_async_request`` (the URL as httpx writes it, its
+        Host header first), the same policy checks apply and the same httpx
+        exceptions come out; only the ``httpx.Request`` and
+        ``httpx.Response`` around it are not built: they were about a third
+        of a webhook's CPU in the pod (docs/http-transport.md).
+        """
+        wire_url, host = _wire_url(url)
+        self._check_literal(wire_url.raw_host or "")
+        # The header list httpx.Request made: names lowercased, Host first;
+        # Content-Length last for a body, or second when a method that
+        # expects one has none.
+        fields = [("host", host)]
+        if not body and method in _BODY_METHODS:
+            fields.append(("content-length", "0"))
+        fields.extend((name.lower(), value) for name, value in headers.items())
+        if body:
+            fields.append(("content-length", str(len(body))))
+        with _mapped_errors(wire_url):
+            response = await self._session().request(
+                method,
+                wire_url,
+                headers=fields,
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout_for(timeout_s, timeout_s, timeout_s),
+            )
+            try:
+                received = 0
+                async for chunk in response.content.iter_any():
+                    received += len(chunk)
+                    if received >= read_limit:
+                        break
+                # As httpx's Headers.get: repeated fields joined, first to last.
+                retry_after = response.headers.getall("Retry-After", None)
+                return response.status, None if retry_after is None else ", ".join(retry_after)
+            finally:
+                # Returns the connection to the pool if the body was read, else closes it.
+                response.release()
+
     def open(self) -> None:
         """Build the connection pool now, inside the running loop.
 
@@ -172,12 +229,17 @@ class GuardedAiohttpTransport(httpx.AsyncBaseTransport):
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         spec = request.extensions.get("timeout", {})
-        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        return self._timeout_for(spec.get("connect"), spec.get("read"), spec.get("pool"))
+
+    def _timeout_for(
+        self, connect_s: float | None, read_s: float | None, pool_s: float | None
+    ) -> aiohttp.ClientTimeout:
+        key = (connect_s, read_s, pool_s)
         timeout = self._timeouts.get(key)
         if timeout is None:
             # aiohttp's "connect" covers waiting for a pooled connection too.
             timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=key[0], sock_read=key[1], connect=key[2]
+                total=None, sock_connect=connect_s, sock_read=read_s, connect=pool_s
             )
             self._timeouts[key] = timeout
         return timeout
@@ -196,6 +258,18 @@ class _ResponseStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         # Returns the connection to the pool if the body was read, else closes it.
         self._response.release()
+
+
+@functools.lru_cache(maxsize=4096)
+def _wire_url(url: str) -> tuple[URL, str]:
+    """A task URL as httpx would send it, and the Host header httpx would give it.
+
+    Parsed by httpx (which raises ``httpx.InvalidURL`` for a malformed one)
+    so that ``exchange`` sends the same bytes as ``handle_async_request``;
+    tasks share endpoints, so each is worked out once.
+    """
+    parsed = httpx.URL(url)
+    return URL(str(parsed), encoded=True), parsed.netloc.decode("ascii")
 
 
 @functools.lru_cache(maxsize=4096)

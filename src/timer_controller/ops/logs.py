@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,29 @@ class _LibraryErrorsOnOneLine(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter``'s lines, with each second's date and time formatted once.
+
+    ``formatTime`` ran ``localtime`` and ``strftime`` for every line, at one
+    line per timer; the milliseconds are still each line's own.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        # Called under the handler's lock, so the pair stays consistent.
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"  # default_msec_format
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -69,7 +93,7 @@ def configure(*, level: str, fmt: str, pod: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(pod)s %(name)s: %(message)s")
+            TextFormatter("%(asctime)s %(levelname)-7s %(pod)s %(name)s: %(message)s")
         )
     _skip_unused_record_fields()
     root = logging.getLogger()

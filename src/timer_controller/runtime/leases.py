@@ -56,6 +56,10 @@ class LeaseKeeper:
         """True while the lease outlasts a whole request started now."""
         return time.monotonic() + self._timeout_s <= self._until.get((task.id, task.attempt), 0.0)
 
+    def renewal_due(self) -> bool:
+        """Whether ``renew_when_due`` would start now (so its list need not be built before)."""
+        return time.monotonic() >= self._next and (self._renewing is None or self._renewing.done())
+
     def renew_when_due(self, waiting: list[ClaimedTask]) -> None:
         """Start renewing ``waiting`` claims' leases, if it is time and none is running."""
         if not waiting or time.monotonic() < self._next:
