@@ -13,6 +13,7 @@ from fastapi import Response
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from timer_controller.api.answers import batch_json
 from timer_controller.api.grouping import CreateGroups
 from timer_controller.api.models import BatchIn, TimerSpec, rfc3339, timer_fields
 from timer_controller.api.problems import ApiProblem, ProblemItem, summary
@@ -110,6 +111,5 @@ class Creates:
             raise invalid(exc.items) from None
         except KeyConflict as exc:
             raise _key_reused(exc, batch=True) from None
-        most = rules.default_max_attempts
-        fields = [timer_fields(c.timer, most, time=rfc3339) for c in done.created()]
-        return _json({"timers": fields}, status=201 if done.decided else 200)
+        answer = batch_json(done, default_max_attempts=rules.default_max_attempts)
+        return Response(answer, status_code=201 if done.decided else 200, media_type=_JSON)
