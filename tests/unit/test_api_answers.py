@@ -11,7 +11,8 @@ from timer_controller.api.answers import batch_json
 from timer_controller.api.models import TimerBatch, TimerOut
 from timer_controller.db.timers import BatchCreated, NewTimer, TimerRecord
 
-_TEXT = st.text(st.characters(codec="utf-8"), max_size=8)
+_SPECIAL = st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\u2028", "\b", "\t", "/", "%"])
+_TEXT = st.text(st.characters(codec="utf-8") | _SPECIAL, max_size=8)
 _TIMES = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31))
 _SECONDS = st.sampled_from([0.0, 1e-6, 5e-5, 1e-4, 0.5, 3600.0, 1e15, 2e16]) | st.floats(0, 1e17)
 
@@ -26,7 +27,10 @@ _NEW = st.builds(
     max_attempts=st.none() | st.integers(1, 1000),
     idempotency_key=st.none() | _TEXT,
 )
-_DECIDED = st.tuples(st.integers(1, 2**63 - 1), _TIMES, _TIMES, _SECONDS)
+_SERVER_TIMES = _TIMES.map(lambda time: f"{time:%Y-%m-%d %H:%M:%S.%f}") | st.just(
+    "2026-12-01 10:00:00.000000"
+)
+_DECIDED = st.tuples(st.integers(1, 2**63 - 1), _SERVER_TIMES, _SERVER_TIMES, _SECONDS)
 
 
 @st.composite

@@ -116,3 +116,17 @@ def test_a_rendered_insert_is_the_compiled_one_with_each_value_in_place() -> Non
     )
     assert sql.startswith("INSERT INTO tasks (url, due_at, method, headers, ")
     assert f" VALUES {one}, {one} RETURNING tasks.id, " in sql
+
+
+def test_rows_alike_but_for_their_url_share_the_rest_and_others_keep_theirs() -> None:
+    dialect = mysqldb.dialect(is_mariadb=True)
+    a = ("http://x/a", 5, None, "PUT", None, "%s %d", 7, None, None)
+    b = ("http://x/b", *a[1:])
+    c = ("http://x/c", *a[1:6], 8, "k", "h")
+
+    sql = insert_rows_text([a, b, c, a], dialect, quote=lambda s: f"<{s}>")
+
+    rest = ", timestampadd(MICROSECOND, 5, coalesce(NULL, utc_timestamp(6))), <PUT>, NULL, <%s %d>"
+    rows = [f"(<http://x/a>{rest}, 7, NULL, NULL)", f"(<http://x/b>{rest}, 7, NULL, NULL)"]
+    rows += [f"(<http://x/c>{rest}, 8, <k>, <h>)", rows[0]]
+    assert sql.endswith(" VALUES " + ", ".join(rows))

@@ -29,11 +29,10 @@ _ROW = (
 )
 
 
-def _text(value: str) -> str:
-    """``value`` as pydantic-core writes a JSON string."""
-    if value.isascii() and value.isprintable():
-        return encode_basestring(value)  # only " and \ are escaped, by both
-    return to_json(value).decode()
+def _time(server_time: str) -> str:
+    """A server's DATETIME(6) text as ``rfc3339`` writes the time (isoformat, then Z)."""
+    text = server_time.replace(" ", "T")
+    return text[:-7] if text.endswith(".000000") else text
 
 
 def _seconds(value: float) -> str:
@@ -65,11 +64,12 @@ def batch_json(done: BatchCreated, *, default_max_attempts: int) -> bytes:
     """``{"timers": [...]}`` for ``done``, as ``to_json`` of ``timer_fields`` would write it."""
     kinds: dict[tuple[object, ...], str] = {}
     decided = iter(done.decided)
+    replays = done.replayed
     rows: list[str] = []
+    created, created_text = "", ""  # one INSERT's rows share their creation time
     for index, timer in enumerate(done.timers):
-        replayed = done.replayed.get(index)
-        if replayed is not None:
-            fields = timer_fields(replayed, default_max_attempts, time=rfc3339)
+        if replays and index in replays:
+            fields = timer_fields(replays[index], default_max_attempts, time=rfc3339)
             rows.append(to_json(fields).decode())
             continue
         timer_id, due_at, created_at, time_left_s = next(decided)
@@ -77,16 +77,15 @@ def batch_json(done: BatchCreated, *, default_max_attempts: int) -> bytes:
         kind = kinds.get(kind_key)
         if kind is None:
             kind = kinds[kind_key] = _kind(timer, default_max_attempts)
+        if created_at != created:
+            created, created_text = created_at, _time(created_at)
         key = timer.idempotency_key
+        # encode_basestring escapes what pydantic-core does (", \, controls), the same way.
+        url, key_text = (
+            encode_basestring(timer.url),
+            "null" if key is None else encode_basestring(key),
+        )
         rows.append(
-            kind
-            % (
-                timer_id,
-                _text(timer.url),
-                due_at.isoformat(),
-                _seconds(time_left_s),
-                created_at.isoformat(),
-                "null" if key is None else _text(key),
-            )
+            kind % (timer_id, url, _time(due_at), _seconds(time_left_s), created_text, key_text)
         )
     return ('{"timers":[' + ",".join(rows) + "]}").encode()

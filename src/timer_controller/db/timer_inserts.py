@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, text
 from sqlalchemy.exc import DBAPIError
 
 from timer_controller.db.timer_records import (
+    SERVER_TIME,
     Decided,
     NewTimer,
     NotConsecutive,
@@ -59,10 +59,11 @@ def row_values(timer: NewTimer) -> dict[str, Any]:
 
 
 def row_tuple(timer: NewTimer) -> tuple[object, ...]:
-    """row_values in ROW_VALUES order."""
-    due = due_params(due_at=timer.due_at, delay_s=timer.delay_s)
+    """row_values in ROW_VALUES order (due_params' values, without its dict)."""
+    at, delay_s = timer.due_at, timer.delay_s
+    delay_us = 0 if at is not None or delay_s is None else int(delay_s * 1e6)
     return (
-        timer.url, due["delay_us"], due["at"], timer.method, timer.headers, timer.body,
+        timer.url, delay_us, at, timer.method, timer.headers, timer.body,
         timer.max_attempts, timer.idempotency_key, timer.idempotency_hash,
     )  # fmt: skip
 
@@ -84,18 +85,16 @@ def _insert_rows(
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
-_read_time = datetime.fromisoformat
-
-
 def _decided(row: Sequence[Any]) -> Decided:
     """INSERT_TIMER_DECIDED's columns as what the server decided."""
     timer_id, due_at, created_at, due_in_us = row
     # Divided as timedelta.total_seconds() divides: the float to_record gives.
-    return timer_id, _read_time(due_at), _read_time(created_at), max(0.0, due_in_us / 10**6)
+    return timer_id, due_at, created_at, max(0.0, due_in_us / 10**6)
 
 
 def decided_of(record: TimerRecord) -> Decided:
-    return record.id, record.due_at, record.created_at, record.time_left_s
+    due_at, created_at = (f"{time:{SERVER_TIME}}" for time in (record.due_at, record.created_at))
+    return record.id, due_at, created_at, record.time_left_s
 
 
 def _check_order(

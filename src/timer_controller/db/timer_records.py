@@ -66,9 +66,12 @@ class Created:
 
 
 _WAITING = Status.WAITING.value
-#: What the server decided for a row just inserted: id, due_at and created_at
-#: (naive UTC), and the seconds until due (0 when due).
-Decided = tuple[int, datetime, datetime, float]
+_read_time = datetime.fromisoformat
+#: What the server decided for a row just inserted: id, due_at and created_at as
+#: it writes a DATETIME(6) (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), and the seconds until
+#: due (0 when due). Text, as it comes: an answer writes the times as text again.
+Decided = tuple[int, str, str, float]
+SERVER_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def inserted_record(timer: NewTimer, decided: Decided) -> TimerRecord:
@@ -77,8 +80,8 @@ def inserted_record(timer: NewTimer, decided: Decided) -> TimerRecord:
     timer_id, due_at, created_at, time_left_s = decided
     body_bytes = None if timer.body is None else len(timer.body.encode())
     return TimerRecord(
-        timer_id, timer.url, timer.method, _WAITING, due_at, 0, timer.max_attempts,
-        None, None, created_at, None, None, timer.idempotency_key,
+        timer_id, timer.url, timer.method, _WAITING, _read_time(due_at), 0, timer.max_attempts,
+        None, None, _read_time(created_at), None, None, timer.idempotency_key,
         timer.idempotency_hash, header_names(timer.headers), body_bytes, time_left_s,
     )  # fmt: skip
 

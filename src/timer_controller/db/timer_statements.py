@@ -12,7 +12,7 @@ cost more to match against the cache than the query took to run).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -174,6 +174,7 @@ def _row_template(dialect: Dialect, returning: bool) -> tuple[str, str, str]:
     head, row, tail, names = _insert_parts(dialect, returning)
     assert names == ROW_VALUES, names
     assert "%" not in row.replace("%s", ""), row
+    assert row.startswith("(%s, "), row  # the URL first
     return head, row, tail
 
 
@@ -192,7 +193,7 @@ def _literal(value: object, quote: Callable[[str], str]) -> str:
 
 
 def insert_rows_text(
-    rows: Iterable[Sequence[object]],
+    rows: Iterable[tuple[object, ...]],
     dialect: Dialect,
     *,
     quote: Callable[[str], str],
@@ -209,12 +210,19 @@ def insert_rows_text(
     Run it with no parameters (``no_parameters``), so the driver leaves it as it is.
     """
     head, row, tail = _row_template(dialect, returning)
-
-    def sql(value: object) -> str:
-        return "NULL" if value is None else _literal(value, quote)
-
-    # Only the template is read for %s: a value's own % signs stay as they are.
-    return head + ", ".join([row % tuple(map(sql, values)) for values in rows]) + tail
+    # The URL is a row's first value; rows alike in the rest (a batch's, mostly) share
+    # its text, rendered once. Only the template is read for %s: a value's own % signs
+    # stay as they are.
+    before, after = row.split("%s", 1)
+    rests: dict[tuple[object, ...], str] = {}
+    texts: list[str] = []
+    for values in rows:
+        rest = values[1:]
+        text = rests.get(rest)
+        if text is None:
+            text = rests[rest] = after % tuple([_literal(value, quote) for value in rest])
+        texts.append(before + _literal(values[0], quote) + text)
+    return head + ", ".join(texts) + tail
 
 
 #: Parameter ``timer_id``: a waiting timer becomes cancelled.
