@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import event, text
 
 from tests.support.databases import TestDatabase
+from tests.support.stores import WAYS, engine_for
 from timer_controller.db.setup import make_engine
 from timer_controller.db.timers import Created, KeyConflict, NewTimer, TimerStore
 from timer_controller.errors import BadData, StorageUnavailable
@@ -364,12 +365,10 @@ def test_a_key_twice_in_one_batch_is_refused(store: TimerStore) -> None:
 # -- groups of independent creates (the api's single creates, written together) -------
 
 
-@pytest.fixture(params=["returning", "insert-then-select"])
+@pytest.fixture(params=WAYS)
 def any_store(request: pytest.FixtureRequest, db: TestDatabase) -> Iterator[TimerStore]:
     """A store on MariaDB's INSERT … RETURNING, and one on MySQL 8's way (no RETURNING)."""
-    engine = make_engine(db.url)
-    if request.param == "insert-then-select":
-        engine.dialect.insert_returning = False
+    engine = engine_for(db.url, request.param)
     try:
         yield TimerStore(engine)
     finally:

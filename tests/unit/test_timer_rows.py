@@ -112,7 +112,38 @@ def test_a_rendered_insert_is_the_compiled_one_with_each_value_in_place() -> Non
 
     one = (
         "(<http://x/%s'>, timestampadd(MICROSECOND, 5, coalesce('2030-01-02 03:04:05.000000', "
-        "utc_timestamp(6))), NULL, NULL, NULL, 7, NULL, NULL)"
+        "utc_timestamp(6))), 7)"
     )
-    assert sql.startswith("INSERT INTO tasks (url, due_at, method, headers, ")
+    assert sql.startswith("INSERT INTO tasks (url, due_at, max_attempts) VALUES ")
     assert f" VALUES {one}, {one} RETURNING tasks.id, " in sql
+
+
+def test_rows_alike_but_for_their_url_share_the_rest_and_others_keep_theirs() -> None:
+    dialect = mysqldb.dialect(is_mariadb=True)
+    a = ("http://x/a", 5, None, "PUT", None, "%s %d", 7, None, None)
+    b = ("http://x/b", *a[1:])
+    c = ("http://x/c", *a[1:6], 8, "k", "h")
+
+    sql = insert_rows_text([a, b, c, a], dialect, quote=lambda s: f"<{s}>")
+
+    # No row has headers or a time (at): that column is left out, and every row is due
+    # its delay from now.
+    columns = "(url, due_at, method, `body`, max_attempts, idempotency_key, idempotency_hash)"
+    rest = ", timestampadd(MICROSECOND, 5, utc_timestamp(6)), <PUT>, <%s %d>"
+    rows = [f"(<http://x/a>{rest}, 7, NULL, NULL)", f"(<http://x/b>{rest}, 7, NULL, NULL)"]
+    rows += [f"(<http://x/c>{rest}, 8, <k>, <h>)", rows[0]]
+    assert sql == f"INSERT INTO tasks {columns} VALUES " + ", ".join(rows)
+
+
+def test_rows_dated_and_not_share_the_full_due_expression() -> None:
+    dialect = mysqldb.dialect(is_mariadb=True)
+    dated = ("http://x/a", 0, datetime(2030, 1, 2), None, None, None, None, None, None)
+    later = ("http://x/b", 90, None, None, None, None, None, None, None)
+
+    sql = insert_rows_text([dated, later], dialect, quote=lambda s: f"<{s}>")
+
+    assert sql == (
+        "INSERT INTO tasks (url, due_at) VALUES (<http://x/a>, timestampadd(MICROSECOND, 0, "
+        "coalesce('2030-01-02 00:00:00.000000', utc_timestamp(6)))), (<http://x/b>, "
+        "timestampadd(MICROSECOND, 90, coalesce(NULL, utc_timestamp(6))))"
+    )

@@ -13,11 +13,26 @@ from fastapi import Response
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from timer_controller.api.answers import batch_json
 from timer_controller.api.grouping import CreateGroups
 from timer_controller.api.models import BatchIn, TimerSpec, rfc3339, timer_fields
 from timer_controller.api.problems import ApiProblem, ProblemItem, summary
-from timer_controller.api.validation import InvalidTimer, TimerRules, check_batch, check_timer
-from timer_controller.db.timers import Created, KeyConflict, TimerStore
+from timer_controller.api.validation import (
+    InvalidTimer,
+    TimerRules,
+    check_batch_chunks,
+    check_timer,
+    storable_keys,
+)
+from timer_controller.db.timers import BatchCreated, KeyConflict, TimerStore
+from timer_controller.errors import StorageError
+
+#: Entries checked (and inserted) at a time within a batch's one transaction: the
+#: database inserts one run while the next is checked.
+BATCH_CHUNK = 200
+
+
+_JSON = "application/json"
 
 
 def _json(content: object, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -25,9 +40,7 @@ def _json(content: object, *, status: int = 200, headers: dict[str, str] | None 
 
     The creates' answers skip FastAPI's re-validation and a model per timer.
     """
-    return Response(
-        to_json(content), status_code=status, headers=headers, media_type="application/json"
-    )
+    return Response(to_json(content), status_code=status, headers=headers, media_type=_JSON)
 
 
 def invalid(items: list[ProblemItem]) -> ApiProblem:
@@ -78,17 +91,25 @@ class Creates:
     async def batch(self, batch: BatchIn) -> Response:
         rules = self._rules
 
-        def create() -> list[Created]:
-            # Checking a thousand timers takes a while: off the event loop, with the insert.
-            timers = check_batch(batch, rules=rules, now=self._clock())
-            return self._store.create_many(timers=timers)
+        def create() -> BatchCreated:
+            # Checking a thousand timers takes a while: off the event loop, a chunk
+            # at a time while the database inserts the chunk before (create_batch).
+            now = self._clock()
+            chunks = check_batch_chunks(batch, rules=rules, now=now, size=BATCH_CHUNK)
+            try:
+                return self._store.create_batch(chunks=chunks, keys=storable_keys(batch))
+            except StorageError:
+                # A batch with a problem is a 422 whatever the database did: the rest of
+                # the checks run (raising InvalidTimer) before its error is told.
+                for _ in chunks:
+                    pass
+                raise
 
         try:
-            created = await run_in_threadpool(create)
+            done = await run_in_threadpool(create)
         except InvalidTimer as exc:
             raise invalid(exc.items) from None
         except KeyConflict as exc:
             raise _key_reused(exc, batch=True) from None
-        most = rules.default_max_attempts
-        fields = [timer_fields(c.timer, most, time=rfc3339) for c in created]
-        return _json({"timers": fields}, status=201 if any(c.created for c in created) else 200)
+        answer = batch_json(done, default_max_attempts=rules.default_max_attempts)
+        return Response(answer, status_code=201 if done.decided else 200, media_type=_JSON)

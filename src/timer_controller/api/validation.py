@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,7 +22,7 @@ from timer_controller.api.idempotency import (
     check_key,
     request_hash,
 )
-from timer_controller.api.models import BatchIn, TimerSpec
+from timer_controller.api.models import BatchIn, BatchItem, TimerSpec
 from timer_controller.api.problems import ProblemItem
 from timer_controller.api.times import TimeError, resolve
 from timer_controller.db.models import HEADERS_MAX_BYTES, MEDIUMTEXT_MAX_BYTES
@@ -195,37 +196,79 @@ def _like(spec: TimerSpec, checked: NewTimer, policy: TargetPolicy) -> NewTimer 
 
 
 def check_batch(batch: BatchIn, *, rules: TimerRules, now: datetime) -> list[NewTimer]:
-    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems.
+    """The rows to insert for a batch; raises InvalidTimer listing every entry's problems."""
+    chunks = check_batch_chunks(batch, rules=rules, now=now, size=len(batch.timers))
+    return [timer for chunk in chunks for timer in chunk]
+
+
+def check_batch_chunks(
+    batch: BatchIn, *, rules: TimerRules, now: datetime, size: int
+) -> Iterator[list[NewTimer]]:
+    """check_batch ``size`` entries at a time: each run's rows as soon as they are checked.
+
+    After the first problem no more rows come; the rest is still checked, and
+    InvalidTimer then lists every entry's problems.
+    """
+    check = _BatchChecks(rules=rules, now=now)
+    specs = batch.timers
+    for start in range(0, len(specs), size):
+        end = min(start + size, len(specs))
+        timers = [check.entry(index, specs[index]) for index in range(start, end)]
+        if not check.items:
+            yield [timer for timer in timers if timer is not None]
+    if check.items:
+        raise InvalidTimer(check.items)
+
+
+class _BatchChecks:
+    """check_timer for a batch's entries, one by one, and the batch's own rules (keys).
 
     A batch's entries often differ by URL alone: an entry without a key shaped
-    like one already accepted (``_shape``) has only its URL checked
-    (a property test holds this to check_timer's answers).
+    like one already accepted (``_shape``) has only its URL checked (a property
+    test holds this to check_timer's answers).
     """
-    timers: list[NewTimer] = []
-    items: list[ProblemItem] = []
-    first_use: dict[str, int] = {}
-    accepted: dict[_Shape, NewTimer] = {}
-    for index, spec in enumerate(batch.timers):
+
+    def __init__(self, *, rules: TimerRules, now: datetime) -> None:
+        self._rules, self._now = rules, now
+        self.items: list[ProblemItem] = []
+        self._first_use: dict[str, int] = {}
+        self._accepted: dict[_Shape, NewTimer] = {}
+
+    def entry(self, index: int, spec: BatchItem) -> NewTimer | None:
+        """The entry's row; None (its problems added to ``items``) when it has any."""
         key = spec.idempotency_key
         try:
             if key is not None:
-                if key in first_use:
-                    raise BadKey(f"idempotency key repeats entry {first_use[key]}'s")
-                first_use[key] = index
+                if key in self._first_use:
+                    raise BadKey(f"idempotency key repeats entry {self._first_use[key]}'s")
+                self._first_use[key] = index
                 check_key(key)
-            shape = _shape(spec) if key is None else None
-            like = accepted.get(shape) if shape is not None else None
-            timer = None if like is None else _like(spec, like, rules.policy)
+                return check_timer(
+                    spec, rules=self._rules, now=self._now, idempotency_key=key, index=index
+                )
+            shape = _shape(spec)
+            like = self._accepted.get(shape)
+            timer = None if like is None else _like(spec, like, self._rules.policy)
             if timer is None:
-                timer = check_timer(spec, rules=rules, now=now, idempotency_key=key, index=index)
-                if shape is not None:
-                    accepted[shape] = timer
-            timers.append(timer)
+                timer = check_timer(spec, rules=self._rules, now=self._now, index=index)
+                self._accepted[shape] = timer
+            return timer
         except BadKey as exc:
             field = f"timers.{index}.idempotency_key"
-            items.append(ProblemItem(index=index, field=field, detail=str(exc)))
+            self.items.append(ProblemItem(index=index, field=field, detail=str(exc)))
         except InvalidTimer as exc:
-            items += exc.items
-    if items:
-        raise InvalidTimer(items)
-    return timers
+            self.items += exc.items
+        return None
+
+
+def storable_keys(batch: BatchIn) -> list[str]:
+    """The distinct idempotency keys of a batch that may be stored (check_key)."""
+    keys: dict[str, None] = {}
+    for spec in batch.timers:
+        key = spec.idempotency_key
+        if key is not None and key not in keys:
+            try:
+                keys[check_key(key)] = None
+            except BadKey:
+                continue
+    return list(keys)

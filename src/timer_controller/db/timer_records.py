@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from timer_controller.domain.task import Status
 from timer_controller.errors import StorageError
 
 
@@ -62,6 +63,54 @@ class Created:
     timer: TimerRecord
     #: False: the key was already taken by this same request (a replay).
     created: bool
+
+
+_WAITING = Status.WAITING.value
+_read_time = datetime.fromisoformat
+#: What the server decided for a row just inserted: id, due_at and created_at as
+#: it writes a DATETIME(6) (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), and the seconds until
+#: due (0 when due). Text, as it comes: an answer writes the times as text again.
+Decided = tuple[int, str, str, float]
+SERVER_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def inserted_record(timer: NewTimer, decided: Decided) -> TimerRecord:
+    """The record of a row just inserted from ``timer``: what the server decided, the
+    values the row was given, and the defaults of the rest."""
+    timer_id, due_at, created_at, time_left_s = decided
+    body_bytes = None if timer.body is None else len(timer.body.encode())
+    return TimerRecord(
+        timer_id, timer.url, timer.method, _WAITING, _read_time(due_at), 0, timer.max_attempts,
+        None, None, _read_time(created_at), None, None, timer.idempotency_key,
+        timer.idempotency_hash, header_names(timer.headers), body_bytes, time_left_s,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCreated:
+    """What a batch create did, entry by entry, without a record per row.
+
+    A thousand records (and their ``Created``) cost more than the rest of
+    the answer; what the server decided is kept beside each entry's NewTimer
+    instead, and records are made only when asked for (``created``).
+    """
+
+    #: Every entry, in request order.
+    timers: list[NewTimer]
+    #: For the entries inserted, in order: what the server decided.
+    decided: list[Decided]
+    #: Request index to the timer its key already named (a replay): not inserted.
+    replayed: dict[int, TimerRecord]
+
+    def created(self) -> list[Created]:
+        """Each entry as ``create`` would answer it."""
+        decided = iter(self.decided)
+        return [
+            Created(self.replayed[index], created=False)
+            if index in self.replayed
+            else Created(inserted_record(timer, next(decided)), created=True)
+            for index, timer in enumerate(self.timers)
+        ]
 
 
 @dataclass(frozen=True, slots=True)

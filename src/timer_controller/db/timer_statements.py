@@ -12,7 +12,7 @@ cost more to match against the cache than the query took to run).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -127,11 +127,11 @@ INSERT_TIMER_RETURNING = INSERT_TIMER.returning(
 )
 
 
-#: INSERT_TIMER answering with what only the server decides, for rows whose other
-#: values the caller has: the id, the due and creation times, and microseconds until
-#: due. The times come as text: mysqlclient parses a DATETIME in Python, and three a
-#: row were a fifth of reading a batch's answer; ``datetime.fromisoformat`` reads it in C.
-INSERT_TIMER_DECIDED = INSERT_TIMER.returning(
+#: What only the server decides for a row, for callers that have its other values:
+#: the id, the due and creation times, and microseconds until due. The times come as
+#: text: mysqlclient parses a DATETIME in Python, and three a row were a fifth of
+#: reading a batch's answer.
+_DECIDED = (
     Task.id,
     cast(Task.due_at, String).label("due_at"),
     cast(Task.created_at, String).label("created_at"),
@@ -139,20 +139,34 @@ INSERT_TIMER_DECIDED = INSERT_TIMER.returning(
         literal_column("MICROSECOND"), func.utc_timestamp(literal_column("6")), Task.due_at
     ).label("due_in_us"),
 )
+#: INSERT_TIMER answering with _DECIDED.
+INSERT_TIMER_DECIDED = INSERT_TIMER.returning(*_DECIDED)
 
 
-@functools.lru_cache(maxsize=8)
-def _insert_parts(dialect: Dialect, returning: bool) -> tuple[str, str, str, tuple[str, ...]]:
-    compiled = (INSERT_TIMER_DECIDED if returning else INSERT_TIMER).compile(dialect=dialect)
+def _insert_of(columns: tuple[str, ...], dated: bool, returning: bool) -> Any:
+    """INSERT_TIMER (INSERT_TIMER_DECIDED) writing ``columns`` only, the rest left to their
+    defaults (NULL); without ``dated``, every row is due ``delay_us`` from now."""
+    now = func.utc_timestamp(literal_column("6"))
+    undated = func.timestampadd(literal_column("MICROSECOND"), bindparam("delay_us"), now)
+    values: dict[str, Any] = {name: bindparam(name) for name in columns}
+    statement = insert(Task).values({**values, "due_at": _due() if dated else undated})
+    return statement.returning(*_DECIDED) if returning else statement
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_parts(
+    dialect: Dialect, returning: bool, columns: tuple[str, ...], dated: bool
+) -> tuple[str, str, str, tuple[str, ...]]:
+    compiled = _insert_of(columns, dated, returning).compile(dialect=dialect)
     head, values_keyword, rest = compiled.string.partition(" VALUES ")
-    row, returning_keyword, columns = rest.partition(" RETURNING ")
+    row, returning_keyword, names = rest.partition(" RETURNING ")
     assert values_keyword, compiled.string
     assert row.startswith("("), compiled.string
     assert row.endswith(")"), compiled.string
     assert returning_keyword or not returning, compiled.string
-    assert "%" not in columns, compiled.string
+    assert "%" not in names, compiled.string
     assert compiled.positiontup is not None, "the driver's parameters are positional"
-    return head + values_keyword, row, returning_keyword + columns, tuple(compiled.positiontup)
+    return head + values_keyword, row, returning_keyword + names, tuple(compiled.positiontup)
 
 
 #: The order of a row's values for ``insert_rows_text``: INSERT_TIMER's parameters as compiled.
@@ -167,14 +181,25 @@ ROW_VALUES = (
     "idempotency_key",
     "idempotency_hash",
 )
+_AT = ROW_VALUES.index("at") - 1  # in a row's rest (all but the URL)
 
 
-@functools.lru_cache(maxsize=8)
-def _row_template(dialect: Dialect, returning: bool) -> tuple[str, str, str]:
-    head, row, tail, names = _insert_parts(dialect, returning)
-    assert names == ROW_VALUES, names
+@functools.lru_cache(maxsize=64)
+def _row_template(
+    dialect: Dialect, returning: bool, present: frozenset[int]
+) -> tuple[str, str, str, str, tuple[int, ...]]:
+    """The INSERT's head, a row's text before and after its URL, the tail, and which of a
+    row's rest values (by index) fill the %s after the URL, for rows whose rest values
+    at ``present`` are the only ones not NULL."""
+    names = [name for index, name in enumerate(ROW_VALUES[1:]) if index in present]
+    columns = ("url", *(name for name in names if name in INSERT_COLUMNS))
+    head, row, tail, order = _insert_parts(dialect, returning, columns, _AT in present)
+    assert [name for name in ROW_VALUES if name in order] == list(order), order
     assert "%" not in row.replace("%s", ""), row
-    return head, row, tail
+    assert row.startswith("(%s, "), row  # the URL first
+    assert order[0] == "url", order
+    before, after = row.split("%s", 1)
+    return head, before, after, tail, tuple(ROW_VALUES.index(name) - 1 for name in order[1:])
 
 
 def _literal(value: object, quote: Callable[[str], str]) -> str:
@@ -192,7 +217,7 @@ def _literal(value: object, quote: Callable[[str], str]) -> str:
 
 
 def insert_rows_text(
-    rows: Iterable[Sequence[object]],
+    rows: Iterable[tuple[object, ...]],
     dialect: Dialect,
     *,
     quote: Callable[[str], str],
@@ -208,13 +233,19 @@ def insert_rows_text(
     insert"); with ``returning`` the rows come back in the order given.
     Run it with no parameters (``no_parameters``), so the driver leaves it as it is.
     """
-    head, row, tail = _row_template(dialect, returning)
-
-    def sql(value: object) -> str:
-        return "NULL" if value is None else _literal(value, quote)
-
-    # Only the template is read for %s: a value's own % signs stay as they are.
-    return head + ", ".join([row % tuple(map(sql, values)) for values in rows]) + tail
+    # The URL is a row's first value; rows alike in the rest (a batch's, mostly) share
+    # its text, rendered once. A column NULL in every row is left out (its default):
+    # a shorter statement for the server to read; rows without a time get the shorter
+    # due expression (1,000 plain timers, INSERT … RETURNING and COMMIT: 17.9 -> 14.5 ms).
+    rows = list(rows)
+    rests: dict[tuple[object, ...], str] = dict.fromkeys((values[1:] for values in rows), "")
+    present = frozenset(i for rest in rests for i, value in enumerate(rest) if value is not None)
+    head, before, after, tail, picks = _row_template(dialect, returning, present)
+    for rest in rests:
+        # Only the template is read for %s: a value's own % signs stay as they are.
+        rests[rest] = after % tuple([_literal(rest[i], quote) for i in picks])
+    texts = [before + _literal(values[0], quote) + rests[values[1:]] for values in rows]
+    return head + ", ".join(texts) + tail
 
 
 #: Parameter ``timer_id``: a waiting timer becomes cancelled.

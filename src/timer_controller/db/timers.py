@@ -17,15 +17,16 @@ the rooms that use the store); how rows are inserted is ``timer_inserts.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 
 from timer_controller.db.errors import storage_operation
-from timer_controller.db.timer_inserts import holders, insert
+from timer_controller.db.timer_inserts import decided_of, holders, insert, insert_pipelined
 from timer_controller.db.timer_records import (
+    BatchCreated,
     Created,
     KeyConflict,
     NewTimer,
@@ -46,6 +47,7 @@ from timer_controller.db.timer_statements import (
 from timer_controller.errors import StorageError, StorageUnavailable
 
 __all__ = [
+    "BatchCreated",
     "Created",
     "KeyConflict",
     "NewTimer",
@@ -64,8 +66,59 @@ DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 #: (retention) frees the key, and the create runs again.
 _KEY_RACE_TRIES = 3
 
+#: No bound on a multi-row INSERT's rows but its size (``timer_inserts._chunks``).
+_ANY_ROWS = 1 << 30
+
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _Taken:
+    """Chunks of timers taken once from ``chunks``, and kept, so that another go
+    (a lock victim's, a lost key race's) starts from every timer taken so far."""
+
+    def __init__(self, chunks: Iterable[Sequence[NewTimer]]) -> None:
+        self._rest = iter(chunks)
+        self.taken: list[NewTimer] = []
+
+    def __iter__(self) -> Iterator[Sequence[NewTimer]]:
+        if self.taken:
+            yield list(self.taken)
+        for chunk in self._rest:
+            self.taken += chunk
+            yield chunk
+
+
+class _Sorter:
+    """Sorts a batch's timers into those to insert, replays and key conflicts."""
+
+    def __init__(self, holders: dict[str | None, TimerRecord]) -> None:
+        self._holders = holders
+        self.replayed: dict[int, TimerRecord] = {}
+        self._conflicts: dict[int, TimerRecord] = {}
+
+    def fresh(self, chunks: Iterable[Sequence[NewTimer]]) -> Iterator[Sequence[NewTimer]]:
+        """Each chunk's timers to insert; none after a conflict (the chunks are still taken)."""
+        index = 0
+        for chunk in chunks:
+            fresh = chunk
+            if self._holders:
+                fresh = []
+                for offset, timer in enumerate(chunk):
+                    holder = self._holders.get(timer.idempotency_key)
+                    if holder is None:
+                        fresh.append(timer)
+                    elif holder.idempotency_hash == timer.idempotency_hash:
+                        self.replayed[index + offset] = holder
+                    else:
+                        self._conflicts[index + offset] = holder
+            index += len(chunk)
+            if fresh and not self._conflicts:
+                yield fresh
+
+    def raise_conflicts(self) -> None:
+        if self._conflicts:
+            raise KeyConflict(self._conflicts)
 
 
 class TimerStore:
@@ -125,10 +178,27 @@ class TimerStore:
         keys = [t.idempotency_key for t in timers if t.idempotency_key is not None]
         if len(set(keys)) != len(keys):
             raise ValueError("an idempotency key appears twice in one batch")
-        max_rows = len(timers) or 1
+        return self.create_batch(chunks=[timers], keys=keys).created()
+
+    def create_batch(
+        self, *, chunks: Iterable[Sequence[NewTimer]], keys: Sequence[str]
+    ) -> BatchCreated:
+        """``create_many`` of the timers ``chunks`` hold, taking each chunk as the last is inserted.
+
+        ``chunks`` is taken lazily, within the one transaction: the caller may
+        check each chunk as it is taken, and what it raises rolls everything back
+        and leaves from here (so a late chunk's problem still inserts nothing).
+        ``keys`` are every idempotency key the timers hold (read before any
+        insert); a key outside them is taken to be free. On MariaDB the
+        database inserts one chunk while the next is checked and rendered
+        (``insert_pipelined``). Raises KeyConflict as create_many does, once
+        ``chunks`` is exhausted.
+        """
+        source = _Taken(chunks)
+        max_rows = _ANY_ROWS
         for attempt in range(1, _KEY_RACE_TRIES + 1):
             try:
-                return self._create_all(timers, keys, max_rows=max_rows)
+                return self._create_batch(source, keys, max_rows=max_rows)
             except NotConsecutive:
                 log.warning("multi-row INSERT ids were not consecutive; inserting row by row")
                 max_rows = 1
@@ -136,37 +206,20 @@ class TimerStore:
                 if exc.code != DUPLICATE_KEY or not keys or attempt == _KEY_RACE_TRIES:
                     raise
                 log.info("idempotency key race lost (try %d); reading the winner", attempt)
-        return self._create_all(timers, keys, max_rows=1)
+        return self._create_batch(source, keys, max_rows=1)
 
     @storage_operation
-    def _create_all(
-        self, timers: Sequence[NewTimer], keys: Sequence[str], *, max_rows: int
-    ) -> list[Created]:
+    def _create_batch(self, source: _Taken, keys: Sequence[str], *, max_rows: int) -> BatchCreated:
         with self._engine.begin() as conn:
-            existing = self._taken(conn, timers, keys)
-            fresh = [t for t in timers if t.idempotency_key not in existing]
-            records = iter(insert(conn, fresh, max_rows=max_rows))
-        return [
-            Created(existing[t.idempotency_key], created=False)
-            if t.idempotency_key in existing
-            else Created(next(records), created=True)
-            for t in timers
-        ]
-
-    def _taken(
-        self, conn: Connection, timers: Sequence[NewTimer], keys: Sequence[str]
-    ) -> dict[str | None, TimerRecord]:
-        """Timers already holding ``keys``; KeyConflict when any was another request's."""
-        found = holders(conn, keys)
-        conflicts = {
-            index: found[t.idempotency_key]
-            for index, t in enumerate(timers)
-            if t.idempotency_key in found
-            and found[t.idempotency_key].idempotency_hash != t.idempotency_hash
-        }
-        if conflicts:
-            raise KeyConflict(conflicts)
-        return dict(found)
+            sorter = _Sorter(holders(conn, keys))
+            fresh = sorter.fresh(source)
+            if conn.dialect.insert_returning:
+                decided = insert_pipelined(conn, fresh, max_rows=max_rows)
+            else:
+                timers = [timer for chunk in fresh for timer in chunk]
+                decided = list(map(decided_of, insert(conn, timers, max_rows=max_rows)))
+            sorter.raise_conflicts()
+        return BatchCreated(list(source.taken), decided, sorter.replayed)
 
     def create_each(self, *, timers: Sequence[NewTimer]) -> list[Outcome]:
         """``create`` for each timer, as if called one after another: one transaction if it can.
