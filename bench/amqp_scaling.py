@@ -36,7 +36,13 @@ import aio_pika
 
 from bench import amqp_targets, db
 from bench.metrics import TrialResult, summarise
-from bench.procs import START_TIMEOUT_S, PodGroup, ReceiverProcess, cpu_s, find_pid
+from bench.procs import (
+    START_TIMEOUT_S,
+    PodGroup,
+    ReceiverProcess,
+    find_pid,
+    process_cpu_s,
+)
 
 log = logging.getLogger("bench.amqp")
 
@@ -124,8 +130,8 @@ def run_one(ctx: Context, scenario: str, setup: Setup, due_in_s: list[float], pa
         for group in groups:
             group.wait_idle(START_TIMEOUT_S)
         cpu_before = [g.cpu_s() for g in groups]
-        db_before = cpu_s(ctx.db_pid) if ctx.db_pid else math.nan
-        broker_before = cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan
+        db_before = process_cpu_s(ctx.db_pid) if ctx.db_pid else math.nan
+        broker_before = process_cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan
         machine_before = machine_cpu()
         questions_before, wall_before = questions(ctx.conn), time.monotonic()
         now = db.utc_now()
@@ -137,8 +143,8 @@ def run_one(ctx: Context, scenario: str, setup: Setup, due_in_s: list[float], pa
         row.statements_per_task = questions(ctx.conn) - questions_before - polls - 2
         cpu_after = [g.cpu_s() for g in groups]
         wall_s = time.monotonic() - wall_before
-        db_s = (cpu_s(ctx.db_pid) if ctx.db_pid else math.nan) - db_before
-        broker_s = (cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan) - broker_before
+        db_s = (process_cpu_s(ctx.db_pid) if ctx.db_pid else math.nan) - db_before
+        broker_s = (process_cpu_s(ctx.broker_pid) if ctx.broker_pid else math.nan) - broker_before
         machine_after = machine_cpu()
         busy = machine_after[0] - machine_before[0]
         total = machine_after[1] - machine_before[1]

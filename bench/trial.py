@@ -15,7 +15,7 @@ from typing import Any
 from bench import db
 from bench.hostile import HostileRow, check_outcomes, insert_hostile
 from bench.metrics import TrialResult, summarise
-from bench.procs import START_TIMEOUT_S, PodGroup, ReceiverProcess, cpu_s
+from bench.procs import START_TIMEOUT_S, PodGroup, ReceiverProcess, cpu_s, process_cpu_s
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def run_trial(ctx: Context, plan: Plan) -> TrialResult:
 
 def _side_cpu_s(ctx: Context) -> list[float]:
     """Wall clock, receiver CPU and database CPU (NaN when the server is not local)."""
-    db_s = cpu_s(ctx.db_pid) if ctx.db_pid is not None else math.nan
+    db_s = process_cpu_s(ctx.db_pid) if ctx.db_pid is not None else math.nan
     return [time.monotonic(), cpu_s(ctx.receiver.pid), db_s]
 
 
