@@ -337,3 +337,63 @@ def test_a_task_claimed_again_while_still_held_keeps_both_slots_apart() -> None:
     _run(scenario)
     assert [t.attempt for t in store.recorded] == [1]
     assert store.released == [1]  # attempt 2, never sent
+
+
+@dataclass
+class WindowStore(FakeStore):
+    """Claims as the database does: only tasks due within the look-ahead window,
+    each with its delay from the claim's moment (monotonic due times)."""
+
+    due_at_s: dict[int, float] = field(default_factory=dict)
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        lookahead_s: float,
+        skip_prefixes: Collection[str] = (),
+    ) -> ClaimBatch:
+        self.limits.append(limit)
+        now = time.monotonic()
+        eligible = [t for t in self.due if self.due_at_s[t.id] <= now + lookahead_s][:limit]
+        self.due = [t for t in self.due if t not in eligible]
+        tasks = [
+            ClaimedTask(
+                id=t.id,
+                url=t.url,
+                due_at=t.due_at,
+                attempt=t.attempt,
+                max_attempts=t.max_attempts,
+                delay_s=max(0.0, self.due_at_s[t.id] - now),
+            )
+            for t in eligible
+        ]
+        self.out.update((t.id, t) for t in tasks)
+        return ClaimBatch(tasks=tasks, selected_at=now)
+
+
+def test_a_window_fuller_than_the_look_ahead_room_is_claimed_as_room_frees() -> None:
+    """40 tasks due 20 ms apart, a 1.1 s window, room for 15 tasks ahead of time
+    (20 slots, 5 kept for due tasks), and a poll interval of 2 s: the claims
+    after the first must follow the tasks that start, not the poll interval."""
+    store = WindowStore()
+    sender = FakeSender()
+    controller = _controller(store, sender, max_in_flight=20, poll_interval_s=2.0)
+
+    async def scenario() -> None:
+        start = time.monotonic() + 0.05
+        store.due = [_task(i) for i in range(1, 41)]
+        store.due_at_s = {i: start + i * 0.02 for i in range(1, 41)}
+        stop = asyncio.Event()
+        running = asyncio.create_task(controller.run(stop))
+        await _until(lambda: len(sender.fired) == 40, "every task to fire")
+        stop.set()
+        assert await running == 0
+        late = {i: sender.fired[i] - store.due_at_s[i] for i in sender.fired}
+        assert min(late.values()) >= 0
+        # Without claims as room frees, tasks 16-40 wait for the next poll, 2 s on.
+        assert max(late.values()) < 0.25, sorted(late.items(), key=lambda kv: -kv[1])[:3]
+
+    _run(scenario)
