@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--api-creates", type=_positive, default=20_000, help="api: single creates")
     p.add_argument("--api-clients", type=_positive, default=50, help="api: concurrent clients")
-    p.add_argument("--api-batches", type=_positive, default=20, help="api: batches to create")
+    p.add_argument("--api-batches", type=_positive, default=60, help="api: batches to create")
     p.add_argument("--api-batch-size", type=_positive, default=1000, help="api: timers per batch")
     p.add_argument("--poll-interval", default="0.5")
     p.add_argument(
