@@ -188,7 +188,7 @@ HOW_TO_RUN = [
     f"`{db.DEFAULT_SERVER_URL}`, or `--db-url` / `BENCH_DATABASE_URL`):",
     "",
     "```",
-    "python -m bench                      # everything, 3-5 min; rewrites docs/benchmarks.md",
+    "python -m bench                      # everything, ~7 min; rewrites docs/benchmarks.md",
     "python -m bench -n 2000 --scenarios burst,steady --seed-seconds 5 --steady-seconds 3 \\",
     "    --output /tmp/quick.md            # a quick look",
     "python -m bench --modes raw,controller --controller-env BATCH_SIZE=100  # try a setting",
