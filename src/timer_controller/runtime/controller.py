@@ -275,7 +275,7 @@ class Controller:
         # than the room: waiting a poll interval after such a claim left the
         # rest of the window unclaimed until past due (p99 49 ms at 197/s at
         # the defaults, docs/benchmarks.md).
-        self._ahead_full = horizon_s > 0 and claimed < limit and room < limit - claimed
+        self._ahead_full = horizon_s > 0 and room < limit - claimed
         self._ahead_started = 0
         self._ahead_room.clear()
         if ahead > 0 and not self._stopping:
