@@ -48,6 +48,9 @@ C = TypeVar("C")
 # Outcomes per write: enough to amortise a transaction, small enough that
 # one UPDATE's id list stays short.
 FLUSH_BATCH = 500
+#: DISPATCH=amqp: how long a batch of workers' outcomes may wait to fill while
+#: more keep coming (``OutcomeWriter``); their queue holds them meanwhile.
+ACKED_LINGER_S = 0.25
 #: Seconds a thread holding the interpreter keeps it while another waits (see run_controller).
 SWITCH_INTERVAL_S = 0.0005
 
@@ -183,6 +186,7 @@ async def serve(
         retry_number=settings.retry_number,
         reconnect_wait_s=settings.reconnect_wait_s,
         metrics=metrics,
+        acked_linger_s=None if amqp is None else ACKED_LINGER_S,
     )
     config = from_settings(
         LoopConfig,
@@ -237,6 +241,7 @@ async def serve(
         settings.claim_lookahead_s,
         extra={"event": "started", "owner": owner},
     )
+    await storage.open_lanes()
     # Everything built so far lives as long as the process. Freezing it keeps
     # the collector's full passes, which stop the loop, from walking it again
     # and again: without this they took 50-160 ms here and made timers late.
