@@ -17,6 +17,7 @@ The database clock is observed here, from each claim's SELECT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,6 +25,7 @@ from typing import TypeVar
 from timer_controller.db.clock import DbClock
 from timer_controller.db.repository import TaskRepository
 from timer_controller.domain.task import ClaimBatch, Transition
+from timer_controller.errors import StorageError
 
 R = TypeVar("R")
 
@@ -36,6 +38,17 @@ class AsyncStorage:
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="writes")
         self._sweeps = ThreadPoolExecutor(1, thread_name_prefix="sweeps")
         self._upkeep = ThreadPoolExecutor(1, thread_name_prefix="upkeep")
+
+    async def open_lanes(self) -> None:
+        """Open the claims and writes lanes' kept connections before the first claim.
+
+        Otherwise the first outcome write of a process connects (and sets up
+        its session) in the middle of the first burst; a failure here is
+        left for that first call to meet and retry.
+        """
+        with contextlib.suppress(StorageError):
+            for lane in (self._claims, self._writes):
+                await self._on(lane, self._repo.open_thread_connection)
 
     async def claim(
         self,

@@ -153,6 +153,11 @@ class TaskRepository:
         self._claim_sql = ClaimStatements(engine.dialect, max_body_bytes=max_body_bytes)
         self._cursor = ClaimCursor()
 
+    @storage_operation
+    def open_thread_connection(self) -> None:
+        """Open the connection the calling thread keeps (claims, writes) now, if it has none."""
+        self._held.get()
+
     def close_thread_connection(self) -> None:
         """Close the connection the calling thread kept (claims, writes), if any."""
         self._held.drop()
