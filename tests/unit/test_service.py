@@ -203,3 +203,26 @@ def test_transition_falls_back_to_the_configured_max_attempts() -> None:
 
     assert retried.status is Status.WAITING
     assert failed.status is Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("free_slots", "batch_size", "max_in_flight", "expected"),
+    [
+        (500, 500, 500, 500),
+        (499, 500, 500, 0),  # half a batch is not enough: a hand-off frees a message at a time
+        (300, 500, 500, 0),
+        (10, 10, 100, 10),
+        (9, 10, 100, 0),
+        (50, 1000, 50, 50),  # the batch is still capped by MAX_IN_FLIGHT
+        (1, 1, 1, 1),
+    ],
+)
+def test_claim_size_for_whole_batches(
+    free_slots: int, batch_size: int, max_in_flight: int, expected: int
+) -> None:
+    assert claim_size(
+        free_slots=free_slots,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        whole_batches=True,
+    ) == (expected)

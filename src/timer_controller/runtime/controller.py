@@ -72,15 +72,23 @@ class LoopConfig:
         return self.lookahead_s + min(0.1, self.poll_interval_s / 5)
 
 
-def claim_size(*, free_slots: int, batch_size: int, max_in_flight: int) -> int:
+def claim_size(
+    *, free_slots: int, batch_size: int, max_in_flight: int, whole_batches: bool = False
+) -> int:
     """How many tasks to claim now; 0 means wait for slots.
 
     Never more than the free slots, so one pod never hoards work another
     could fire. Waiting until half a batch is free keeps claims from
-    shrinking to one row at a time under full load.
+    shrinking to one row at a time under full load. ``whole_batches`` waits
+    for a whole batch: for slots that free a hand-off message at a time.
     """
     batch = min(batch_size, max_in_flight)
-    return min(batch, free_slots) if free_slots >= max(1, batch // 2) else 0
+    return min(batch, free_slots) if free_slots >= claim_room(batch, whole_batches) else 0
+
+
+def claim_room(batch: int, whole_batches: bool) -> int:
+    """The free slots a claim waits for (``claim_size``)."""
+    return batch if whole_batches else max(1, batch // 2)
 
 
 def lookahead_room(*, held_ahead: int, max_in_flight: int, batch_size: int) -> int:
@@ -113,6 +121,9 @@ class _Slot:
 
 
 class Controller:
+    #: Whether a claim waits for a whole batch of free slots (``claim_size``).
+    WHOLE_BATCHES = False
+
     def __init__(
         self,
         claims: ClaimStore,
@@ -135,7 +146,9 @@ class Controller:
         #: Characters of the row bodies the slots hold, kept as slots come and go.
         self._body_chars = 0
         #: Free slots a claim waits for (``claim_size``): fewer wake the loop for nothing.
-        self._claim_room = max(1, min(config.batch_size, config.max_in_flight) // 2)
+        self._claim_room = claim_room(
+            min(config.batch_size, config.max_in_flight), self.WHOLE_BATCHES
+        )
         self._destinations = DestinationSlots(config.host_limit or config.max_in_flight)
         self._leases = LeaseKeeper(
             claims,
@@ -199,6 +212,7 @@ class Controller:
                 free_slots=config.max_in_flight - len(self._slots),
                 batch_size=config.batch_size,
                 max_in_flight=config.max_in_flight,
+                whole_batches=self.WHOLE_BATCHES,
             )
             if self._body_chars >= MAX_HELD_BODY_CHARS:
                 limit = 0  # memory, not slots, is what runs out: wait for bodies to go
