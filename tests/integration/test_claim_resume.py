@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, bindparam, event, text
 
 from tests.support.databases import TestDatabase
 from tests.support.tasks import insert_due_now, insert_task
@@ -103,3 +103,43 @@ def test_a_row_that_turns_waiting_behind_the_resume_point_is_not_left_for_last(
         f"the older row waited for all 1,000 newer ones ({claimed_after_s:.2f} s; "
         f"RESUME_FOR_S is {RESUME_FOR_S} s)"
     )
+
+
+def _status(engine: Engine, ids: list[int]) -> dict[int, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, status FROM tasks WHERE id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+        return {row.id: row.status for row in rows}
+
+
+def test_a_claim_takes_every_due_row_and_only_ahead_limit_rows_ahead(db: TestDatabase) -> None:
+    """One statement claims the due rows and the look-ahead, capped by ``ahead_limit``.
+
+    The rows left over stay waiting, and the next claim (which resumes after
+    the last row taken) takes them: none is skipped.
+    """
+    repo = TaskRepository(db.engine)
+    due = [insert_task(db, URL, in_s=-5.0 + i * 0.1) for i in range(3)]
+    ahead = [insert_task(db, URL, in_s=20.0 + i) for i in range(5)]
+
+    first = repo.claim_due(
+        owner="pod-a", limit=10, lease_s=LEASE_S, lookahead_s=60.0, ahead_limit=2
+    )
+    assert [t.id for t in first.tasks] == due + ahead[:2]
+    assert [t.delay_s > 0 for t in first.tasks] == [False] * 3 + [True] * 2
+    assert set(_status(db.engine, ahead[2:]).values()) == {"waiting"}
+
+    second = repo.claim_due(
+        owner="pod-a", limit=10, lease_s=LEASE_S, lookahead_s=60.0, ahead_limit=2
+    )
+    assert [t.id for t in second.tasks] == ahead[2:4]
+    none_ahead = repo.claim_due(
+        owner="pod-a", limit=10, lease_s=LEASE_S, lookahead_s=60.0, ahead_limit=0
+    )
+    assert none_ahead.tasks == []
+    last = repo.claim_due(owner="pod-a", limit=10, lease_s=LEASE_S, lookahead_s=60.0)
+    assert [t.id for t in last.tasks] == ahead[4:]

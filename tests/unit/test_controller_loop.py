@@ -46,6 +46,16 @@ def _task(task_id: int, *, delay_s: float = 0.0, attempt: int = 1) -> ClaimedTas
     )
 
 
+def within(
+    tasks: list[ClaimedTask], ahead_limit: int | None, is_ahead: Callable[[ClaimedTask], bool]
+) -> list[ClaimedTask]:
+    """The claim's ``ahead_limit``, as the repository applies it: the first that many ahead."""
+    if ahead_limit is None:
+        return tasks
+    ahead = [t for t in tasks if is_ahead(t)][:ahead_limit]
+    return [t for t in tasks if not is_ahead(t) or t in ahead]
+
+
 @dataclass
 class FakeStore:
     """Hands out queued tasks as claims; keeps what is recorded and released."""
@@ -67,11 +77,13 @@ class FakeStore:
         lease_s: float,
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
+        ahead_limit: int | None = None,
     ) -> ClaimBatch:
         self.limits.append(limit)
         if self.claim_error is not None and not self.due:
             raise self.claim_error
         eligible = [t for t in self.due if url_prefix(t.url) not in skip_prefixes][:limit]
+        eligible = within(eligible, ahead_limit, lambda t: t.delay_s > 0)
         self.due = [t for t in self.due if t not in eligible]
         self.out.update((t.id, t) for t in eligible)
         return ClaimBatch(tasks=eligible, selected_at=time.monotonic())
@@ -354,10 +366,12 @@ class WindowStore(FakeStore):
         lease_s: float,
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
+        ahead_limit: int | None = None,
     ) -> ClaimBatch:
         self.limits.append(limit)
         now = time.monotonic()
         eligible = [t for t in self.due if self.due_at_s[t.id] <= now + lookahead_s][:limit]
+        eligible = within(eligible, ahead_limit, lambda t: self.due_at_s[t.id] > now)
         self.due = [t for t in self.due if t not in eligible]
         tasks = [
             ClaimedTask(

@@ -58,6 +58,7 @@ class AsyncStorage:
         lease_s: float,
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
+        ahead_limit: int | None = None,
     ) -> ClaimBatch:
         result = await self._on(
             self._claims,
@@ -67,6 +68,7 @@ class AsyncStorage:
                 lease_s=lease_s,
                 lookahead_s=lookahead_s,
                 skip_prefixes=skip_prefixes,
+                ahead_limit=ahead_limit,
             ),
         )
         if result.db_now is not None and result.local_before is not None:

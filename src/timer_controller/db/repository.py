@@ -127,6 +127,21 @@ def read_claims(
     return tasks, poison
 
 
+def within_ahead_limit(rows: Sequence[Row[Any]], ahead_limit: int) -> Sequence[Row[Any]]:
+    """The rows due, and the first ``ahead_limit`` not yet due, in (due_at, id) order.
+
+    The due rows come first, so this is a prefix. A row that cannot be read
+    as a time (a zero date) counts as due: it is failed at once.
+    """
+    db_now = rows[0].db_now
+    due = 0
+    for row in rows:
+        if isinstance(row.due_at, datetime) and row.due_at > db_now:
+            break
+        due += 1
+    return rows[: due + ahead_limit]
+
+
 def unclaimable(row: Row[Any], *, max_body_bytes: int) -> str | None:
     """Why a selected row cannot be delivered, or None."""
     if not isinstance(row.due_at, datetime):
@@ -173,6 +188,7 @@ class TaskRepository:
         lease_s: float,
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
+        ahead_limit: int | None = None,
     ) -> ClaimResult:
         """Claim up to ``limit`` waiting tasks due within ``lookahead_s``, oldest first.
 
@@ -181,6 +197,9 @@ class TaskRepository:
         could not deliver (a zero date, attempts at the column's maximum, a
         body over the limit, anything that fails to read) is failed in the
         same transaction with its reason, so no claim ever holds one.
+        Of the rows not yet due, only the first ``ahead_limit`` are taken;
+        the others were locked only until the commit, and the next claim
+        resumes at them.
         """
         conn = self._held.get()
         skip = tuple(skip_prefixes)
@@ -196,6 +215,9 @@ class TaskRepository:
                     claim = self._claim_sql.rows(lookahead_s=lookahead_s)
                     rows = claim.run(conn, ids=[r.id for r in rows]).all()
                 selected_at = time.monotonic()
+                selected = len(rows)
+                if rows and ahead_limit is not None:
+                    rows = within_ahead_limit(rows, ahead_limit)
                 if not rows:
                     self._cursor.clear()
                     return ClaimResult(tasks=[])
@@ -212,7 +234,7 @@ class TaskRepository:
             raise
         self._cursor.ended(
             (rows[-1].due_at, rows[-1].id),
-            full=len(rows) >= limit,
+            full=selected >= limit or len(rows) < selected,
             skip_prefixes=skip,
             resumed=after is not None,
             started=started,

@@ -26,8 +26,12 @@ class ClaimStore(Protocol):
         lease_s: float,
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
+        ahead_limit: int | None = None,
     ) -> ClaimBatch:
-        """Due tasks, oldest first; none whose URL starts with one of ``skip_prefixes``."""
+        """Due tasks, oldest first; none whose URL starts with one of ``skip_prefixes``.
+
+        Of the tasks not yet due (within ``lookahead_s``), at most ``ahead_limit``.
+        """
         ...
 
     async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int: ...
