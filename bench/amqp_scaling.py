@@ -231,7 +231,7 @@ def render(rows: list[Row], opts: argparse.Namespace) -> str:
         lines.append(
             f"| {row.scenario} | {row.setup.label} | {r.done}/{r.tasks} | {r.done_per_s:,.0f} "
             f"| {late.get('p50', math.nan):.1f} / {late.get('p99', math.nan):.1f} "
-            f"| {r.duplicates} | {row.statements_per_task:.2f} | {r.cpu_s_per_1k:.2f} "
+            f"| {r.duplicates} | {row.statements_per_task:.4f} | {r.cpu_s_per_1k:.2f} "
             f"| {row.workers_cpu_s_per_1k:.2f} | {row.broker_cpu_s_per_1k:.2f} "
             f"| {r.db_cpu_s_per_1k:.2f} | {row.machine_busy:.0%} | {r.note} |"
         )

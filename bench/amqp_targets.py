@@ -69,7 +69,7 @@ def _fast_and_light(rows: list[Any]) -> Iterator[Verdict]:
         )
         yield (
             "fast: the controller's statements per timer, amqp ≤ direct",
-            f"{a.statements_per_task:.2f} vs {d.statements_per_task:.2f}",
+            f"{a.statements_per_task:.4f} vs {d.statements_per_task:.4f}",
             a.statements_per_task <= d.statements_per_task * 1.05,
         )
         yield (
