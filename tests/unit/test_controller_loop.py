@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -88,9 +87,6 @@ class FakeStore:
         self.due = [t for t in self.due if t not in eligible]
         self.out.update((t.id, t) for t in eligible)
         return ClaimBatch(tasks=eligible, selected_at=time.monotonic())
-
-    def start_claim(self, **claim: Any) -> asyncio.Future[ClaimBatch]:
-        return asyncio.ensure_future(self.claim(**claim))
 
     async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
         self.renewed.append(sorted(task_ids))

@@ -22,7 +22,7 @@ class Renewals:
     calls: list[set[int]] = field(default_factory=list)
     error: StorageError | None = None
 
-    def start_claim(self, **_: object) -> asyncio.Future[ClaimBatch]:
+    async def claim(self, **_: object) -> ClaimBatch:
         raise AssertionError("not used")
 
     async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:

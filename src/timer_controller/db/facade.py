@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from timer_controller.db.clock import DbClock
-from timer_controller.db.repository import ClaimResult, TaskRepository
+from timer_controller.db.repository import TaskRepository
 from timer_controller.domain.task import ClaimBatch, Transition
 from timer_controller.errors import StorageError
 
@@ -50,7 +50,7 @@ class AsyncStorage:
             for lane in (self._claims, self._writes):
                 await self._on(lane, self._repo.open_thread_connection)
 
-    def start_claim(
+    async def claim(
         self,
         *,
         owner: str,
@@ -59,10 +59,8 @@ class AsyncStorage:
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
         ahead_limit: int | None = None,
-    ) -> asyncio.Future[ClaimBatch]:
-        """The claim, on its lane at once: a coroutine would reach the lane only
-        when the loop first ran it, after everything queued before it."""
-        work = asyncio.get_running_loop().run_in_executor(
+    ) -> ClaimBatch:
+        result = await self._on(
             self._claims,
             lambda: self._repo.claim_due(
                 owner=owner,
@@ -73,10 +71,6 @@ class AsyncStorage:
                 ahead_limit=ahead_limit,
             ),
         )
-        return asyncio.ensure_future(self._observed(work))
-
-    async def _observed(self, work: asyncio.Future[ClaimResult]) -> ClaimBatch:
-        result = await work
         if result.db_now is not None and result.local_before is not None:
             self._clock.observe(
                 result.db_now, local_before=result.local_before, uncertainty_s=result.select_s

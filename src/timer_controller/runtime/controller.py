@@ -120,16 +120,6 @@ class _Slot:
     sent_at: datetime | None = field(default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """A claim sent to the database: its batch to come, its limit and look-ahead room."""
-
-    batch: asyncio.Future[ClaimBatch]
-    limit: int
-    #: How many tasks not yet due it may take; None with the look-ahead off.
-    room: int | None
-
-
 class Controller:
     #: Whether a claim waits for a whole batch of free slots (``claim_size``).
     WHOLE_BATCHES = False
@@ -186,10 +176,6 @@ class Controller:
         self._ahead_full = False
         #: Tasks claimed ahead that started since that claim.
         self._ahead_started = 0
-        #: The claim after a full one, started as soon as that one's rows came
-        #: back (``_claim_next``), with its limit; the loop takes it next.
-        self._next_claim: tuple[asyncio.Future[int], int] | None = None
-        self._stop: asyncio.Event | None = None
         #: Monotonic time of the loop's last turn, for /healthz.
         self.last_tick = time.monotonic()
 
@@ -218,24 +204,27 @@ class Controller:
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         config, failures = self._config, 0
-        self._stop = stop
         while not stop.is_set():
             self.last_tick = time.monotonic()
-            if self._next_claim is not None:
-                (claim, limit), self._next_claim = self._next_claim, None
-            else:
-                if self._leases.renewal_due():
-                    self._leases.renew_when_due([s.task for s in self._slots if s.sent_at is None])
-                limit = self._claim_limit(adding=0, adding_chars=0)
-                if limit == 0:
-                    self._slot_freed.clear()
-                    await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
-                    continue
-                if not self._may_claim():
-                    await wait_any(stop, timeout_s=config.poll_interval_s)
-                    continue
-                self._room_freed.clear()
-                claim = asyncio.ensure_future(self._claim(limit))
+            if self._leases.renewal_due():
+                self._leases.renew_when_due([s.task for s in self._slots if s.sent_at is None])
+            limit = claim_size(
+                free_slots=config.max_in_flight - len(self._slots),
+                batch_size=config.batch_size,
+                max_in_flight=config.max_in_flight,
+                whole_batches=self.WHOLE_BATCHES,
+            )
+            if self._body_chars >= MAX_HELD_BODY_CHARS:
+                limit = 0  # memory, not slots, is what runs out: wait for bodies to go
+            if limit == 0:
+                self._slot_freed.clear()
+                await wait_any(stop, self._slot_freed, timeout_s=config.poll_interval_s)
+                continue
+            if not self._may_claim():
+                await wait_any(stop, timeout_s=config.poll_interval_s)
+                continue
+            self._room_freed.clear()
+            claim = asyncio.ensure_future(self._claim(limit))
             if not await self._done_before_stop(claim, stop):
                 self._abandoned = claim
                 self._stopping = True
@@ -264,47 +253,8 @@ class Controller:
                 await wait_any(
                     stop, self._room_freed, self._ahead_room, timeout_s=config.poll_interval_s
                 )
-            elif self._next_claim is None:
+            else:
                 await asyncio.sleep(0)  # let due timers and outcomes run between claims
-        if self._next_claim is not None:
-            # Stopped with a claim started ahead: what it takes is handed back.
-            (self._abandoned, _), self._next_claim = self._next_claim, None
-            self._stopping = True
-
-    def _claim_limit(self, *, adding: int, adding_chars: int) -> int:
-        """The next claim's size (``claim_size``), once ``adding`` more slots are held."""
-        config = self._config
-        if self._body_chars + adding_chars >= MAX_HELD_BODY_CHARS:
-            return 0  # memory, not slots, is what runs out: wait for bodies to go
-        return claim_size(
-            free_slots=config.max_in_flight - len(self._slots) - adding,
-            batch_size=config.batch_size,
-            max_in_flight=config.max_in_flight,
-            whole_batches=self.WHOLE_BATCHES,
-        )
-
-    def _claim_next(self, tasks: list[ClaimedTask]) -> None:
-        """Start the claim after a full one now, before the tasks it brought start.
-
-        The loop would claim again at once anyway. Started from the loop, the
-        next claim went to the database only after those tasks had been
-        sent and other answers handled: at BATCH_SIZE=10 the loop spent
-        6.6 ms between claims against 4.6 ms in one, with 4 of its 100 slots
-        held on average. Started here, its database work overlaps theirs: it
-        goes to the claims lane at once (``start_claim``), since even a task
-        created here first ran 4.2 ms later, behind the loop's queue.
-        """
-        if self._stopping or self._stop is None or self._stop.is_set():
-            return
-        if self._leases.renewal_due() or not self._may_claim():
-            return  # the loop renews first, or waits for its broker
-        chars = sum(len(t.body) for t in tasks if t.body is not None)
-        limit = self._claim_limit(adding=len(tasks), adding_chars=chars)
-        if limit == 0:
-            return
-        self._room_freed.clear()
-        claim = self._begin_claim(limit, adding_ahead=sum(1 for t in tasks if t.delay_s > 0))
-        self._next_claim = (asyncio.ensure_future(self._claimed(claim)), limit)
 
     async def _done_before_stop(self, work: asyncio.Future[int], stop: asyncio.Event) -> bool:
         """Wait for ``work``; False if a stop came first.
@@ -318,11 +268,7 @@ class Controller:
         return work.done()
 
     async def _claim(self, limit: int) -> int:
-        """Claim up to ``limit`` tasks and start them; how many were claimed."""
-        return await self._claimed(self._begin_claim(limit, adding_ahead=0))
-
-    def _begin_claim(self, limit: int, *, adding_ahead: int) -> _Claim:
-        """Send a claim to the database; ``adding_ahead`` tasks ahead are about to be held.
+        """Claim up to ``limit`` tasks and start them; how many were claimed.
 
         Tasks due now come first; tasks due within the look-ahead only while
         ``lookahead_room`` allows, so they never take the slots due ones need.
@@ -332,45 +278,48 @@ class Controller:
         """
         config = self._config
         horizon_s = config.claim_horizon_s
-        room = None
-        if horizon_s > 0:
-            room = lookahead_room(
-                held_ahead=sum(1 for s in self._slots if s.sent_at is None) + adding_ahead,
-                max_in_flight=config.max_in_flight,
-                batch_size=config.batch_size,
-            )
-        batch = self._claims.start_claim(
-            owner=config.owner,
-            limit=limit,
-            lease_s=config.lease_s,
-            lookahead_s=horizon_s,
-            skip_prefixes=self._destinations.skip_prefixes(),
-            ahead_limit=room,
+        self._ahead_full = False
+        self._ahead_started = 0
+        self._ahead_room.clear()
+        if horizon_s <= 0:
+            claimed, _ = await self._claim_within(limit, 0.0)
+            return claimed
+        room = lookahead_room(
+            held_ahead=sum(1 for s in self._slots if s.sent_at is None),
+            max_in_flight=config.max_in_flight,
+            batch_size=config.batch_size,
         )
-        return _Claim(batch, limit, room)
-
-    async def _claimed(self, claim: _Claim) -> int:
-        """A claim's tasks start, or wait for room (``_defer``), or go back at a stop."""
-        batch = await claim.batch
-        tasks = batch.tasks
-        if self._stopping:  # the loop stopped waiting for this claim: hand it all back
-            self._late.update(t.id for t in tasks)
-            return len(tasks)
-        ahead = sum(1 for t in tasks if t.delay_s > 0)
+        claimed, ahead = await self._claim_within(limit, horizon_s, ahead_limit=room)
         # At a steady rate above room / LOOKAHEAD the window holds more tasks
         # than the room: waiting a poll interval after such a claim left the
         # rest of the window unclaimed until past due (p99 49 ms at 197/s at
         # the defaults, docs/benchmarks.md).
-        room = claim.room
-        self._ahead_full = room is not None and ahead == room < claim.limit - (len(tasks) - ahead)
-        self._ahead_started = 0
-        self._ahead_room.clear()
-        kept, deferred = self._destinations.admit(tasks)
-        if len(tasks) == claim.limit and not deferred:
-            self._claim_next(kept)
+        self._ahead_full = ahead == room < limit - (claimed - ahead)
+        return claimed
+
+    async def _claim_within(
+        self, limit: int, lookahead_s: float, *, ahead_limit: int | None = None
+    ) -> tuple[int, int]:
+        """One claim; its tasks start, or wait for room (``_defer``), or go back at a stop.
+
+        How many tasks it claimed, and how many of them were not yet due.
+        """
+        batch = await self._claims.claim(
+            owner=self._config.owner,
+            limit=limit,
+            lease_s=self._config.lease_s,
+            lookahead_s=lookahead_s,
+            skip_prefixes=self._destinations.skip_prefixes(),
+            ahead_limit=ahead_limit,
+        )
+        ahead = sum(1 for t in batch.tasks if t.delay_s > 0)
+        if self._stopping:  # the loop stopped waiting for this claim: hand it all back
+            self._late.update(t.id for t in batch.tasks)
+            return len(batch.tasks), ahead
+        kept, deferred = self._destinations.admit(batch.tasks)
         self._start(batch, kept)
         await self._defer(deferred)
-        return len(tasks)
+        return len(batch.tasks), ahead
 
     def _start(self, batch: ClaimBatch, tasks: list[ClaimedTask]) -> None:
         if not tasks:

@@ -7,7 +7,6 @@ methods raise ``errors.StorageError`` when the database fails.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -19,7 +18,7 @@ DbClock = Callable[[], datetime]
 
 
 class ClaimStore(Protocol):
-    def start_claim(
+    async def claim(
         self,
         *,
         owner: str,
@@ -28,11 +27,10 @@ class ClaimStore(Protocol):
         lookahead_s: float,
         skip_prefixes: Collection[str] = (),
         ahead_limit: int | None = None,
-    ) -> asyncio.Future[ClaimBatch]:
+    ) -> ClaimBatch:
         """Due tasks, oldest first; none whose URL starts with one of ``skip_prefixes``.
 
         Of the tasks not yet due (within ``lookahead_s``), at most ``ahead_limit``.
-        The claim starts now, not when the future is first awaited.
         """
         ...
 
