@@ -31,7 +31,7 @@ from timer_controller.delivery.policy import TargetPolicy, parse_allowed_hosts
 from timer_controller.delivery.redirects import RedirectingSender
 from timer_controller.delivery.transport import GuardedAiohttpTransport
 from timer_controller.domain.retry import RetryPolicy
-from timer_controller.errors import StartupError
+from timer_controller.errors import StartupError, StoppedConnecting
 from timer_controller.ops.metrics import HealthServer, Metrics
 from timer_controller.runtime.controller import Controller, LoopConfig
 from timer_controller.runtime.upkeep import Upkeep, UpkeepConfig
@@ -167,13 +167,26 @@ async def serve(
     clock = DbClock()
     storage = AsyncStorage(repo, clock)
     owner = owner_id(settings.pod_name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    if early_stop is not None and early_stop.signum is not None:
+        _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
     amqp: ControllerSide | None = None
     if settings.dispatch == "amqp":
         # Imported only now: direct mode never loads aio-pika.
         from timer_controller.bootstrap_amqp import ControllerSide
 
         try:
-            amqp = await ControllerSide.open(settings, metrics, owner=owner)
+            amqp = await ControllerSide.open(settings, metrics, owner=owner, stop=stop)
+        except StoppedConnecting:
+            storage.close()
+            log.info(
+                "stopped during start-up, before the controller started",
+                extra={"event": "stopped"},
+            )
+            return 0
         except BaseException:
             storage.close()
             raise
@@ -218,12 +231,6 @@ async def serve(
         metrics,
         from_settings(UpkeepConfig, settings, sample_backlog=settings.metrics_port is not None),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, stop, signum)
-    if early_stop is not None and early_stop.signum is not None:
-        _on_signal(stop, early_stop.signum)  # arrived between start-up and these handlers
     try:
         health = _start_health(settings, metrics, controller, repo, engine, amqp)
     except StartupError:

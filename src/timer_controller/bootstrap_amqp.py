@@ -23,7 +23,7 @@ from timer_controller.broker.connection import connect
 from timer_controller.broker.links import ControllerLink, WorkerLink
 from timer_controller.broker.topology import Topology
 from timer_controller.domain.retry import RetryPolicy
-from timer_controller.errors import BrokerError, BrokerUnavailable
+from timer_controller.errors import BrokerError, BrokerUnavailable, StoppedConnecting
 from timer_controller.ops.metrics import HealthServer, Metrics, WorkerMetrics
 from timer_controller.runtime.controller import LoopConfig
 from timer_controller.runtime.handoff import HandOff, HandOffConfig, HandOffController
@@ -60,8 +60,13 @@ def run_on_uvloop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-async def open_broker(settings: Settings | WorkerSettings, *, name: str) -> BrokerClient:
-    """Connected (within RETRY_NUMBER tries, else BrokerUnavailable), queues declared."""
+async def open_broker(
+    settings: Settings | WorkerSettings, *, name: str, stop: asyncio.Event
+) -> BrokerClient:
+    """Connected (within RETRY_NUMBER tries, else BrokerUnavailable), queues declared.
+
+    ``stop`` set meanwhile: ``StoppedConnecting``.
+    """
     assert settings.amqp_url is not None  # validated by the settings
     connection = await connect(
         settings.amqp_url.get_secret_value(),
@@ -69,6 +74,7 @@ async def open_broker(settings: Settings | WorkerSettings, *, name: str) -> Brok
         tries=settings.retry_number,
         wait_s=settings.reconnect_wait_s,
         name=name,
+        stop=stop,
     )
     client = BrokerClient(connection, Topology(settings.amqp_prefix))
     try:
@@ -102,8 +108,10 @@ class ControllerSide:
         self._intake: OutcomeIntake | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, metrics: Metrics, *, owner: str) -> ControllerSide:
-        return cls(await open_broker(settings, name=owner), settings, metrics)
+    async def open(
+        cls, settings: Settings, metrics: Metrics, *, owner: str, stop: asyncio.Event
+    ) -> ControllerSide:
+        return cls(await open_broker(settings, name=owner, stop=stop), settings, metrics)
 
     def controller(
         self,
@@ -137,7 +145,15 @@ class ControllerSide:
 
 async def serve_worker(settings: WorkerSettings) -> int:
     name = f"{settings.pod_name[:200]}/{os.getpid()} worker"
-    client = await open_broker(settings, name=name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    try:
+        client = await open_broker(settings, name=name, stop=stop)
+    except StoppedConnecting:
+        log.info("stopped during start-up, before the worker started", extra={"event": "stopped"})
+        return 0
     try:
         dispatcher, close_http = make_dispatcher(
             settings, max_connections=settings.worker_concurrency, clock=utc_now
@@ -155,10 +171,6 @@ async def serve_worker(settings: WorkerSettings) -> int:
             ),
             meter=metrics,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, _on_signal, stop, signum)
         health = _start_health(settings, metrics, worker, client)
         log.info(
             "worker %s started: up to %d in flight, queue %s, broker %s",

@@ -57,3 +57,7 @@ class BrokerError(Exception):
 
 class BrokerUnavailable(BrokerError):
     """The broker stayed unreachable through every start-up try: the process exits 1."""
+
+
+class StoppedConnecting(Exception):
+    """A stop signal came while start-up was still connecting: nothing started, exit 0."""

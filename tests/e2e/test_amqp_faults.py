@@ -193,6 +193,31 @@ def test_a_broker_down_beyond_the_retries_exits_1(db: TestDatabase, amqp: TestBr
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("side", ["controller", "worker"])
+def test_a_sigterm_while_the_broker_is_down_at_start_stops_at_once(
+    side: str, db: TestDatabase, amqp: TestBroker, controllers: Procs, workers: Procs
+) -> None:
+    """Not after every try has failed (RETRY_NUMBER × RECONNECT_WAIT_TIME: 10 minutes
+    here), and not killed by the signal: a graceful exit 0, nothing started."""
+    url = f"amqp://guest:guest@127.0.0.1:{closed_port()}/"
+    slow_tries = {"RETRY_NUMBER": "600", "RECONNECT_WAIT_TIME": "1"}
+    if side == "controller":
+        proc = controllers({**amqp_env(db, amqp), **slow_tries, "AMQP_URL": url})
+    else:
+        proc = workers({**worker_env(amqp), **slow_tries, "AMQP_URL": url})
+    wait_until(
+        lambda: "unreachable (try 2 of 600)" in proc.output.text(),
+        timeout_s=30,
+        what="two refused connection tries",
+    )
+
+    proc.terminate()
+
+    assert proc.wait(timeout_s=10) == 0
+    assert f"stopped during start-up, before the {side} started" in proc.output.text()
+    assert "unreachable after" not in proc.output.text()
+
+
 def test_a_poison_outcome_is_dead_lettered_and_recording_goes_on(
     db: TestDatabase, amqp: TestBroker, receiver: Receiver, controllers: Procs, workers: Procs
 ) -> None:

@@ -1,7 +1,8 @@
 """Connecting to RabbitMQ: bounded tries at start-up, reconnects with backoff after.
 
 Start-up follows RETRY_NUMBER / RECONNECT_WAIT_TIME, then gives up with
-``BrokerUnavailable`` (the process exits 1). Once connected, aio-pika's
+``BrokerUnavailable`` (the process exits 1); a stop signal meanwhile ends the
+tries at once (``StoppedConnecting``). Once connected, aio-pika's
 robust connection restores channels, queues and consumers after the broker
 restarts; ``_BackoffConnection`` spaces its attempts out as an outage lasts.
 """
@@ -9,9 +10,11 @@ restarts; ``_BackoffConnection`` spaces its attempts out as an outage lasts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aio_pika
@@ -19,7 +22,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
-from timer_controller.errors import BrokerUnavailable
+from timer_controller.errors import BrokerUnavailable, StoppedConnecting
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +71,23 @@ class _BackoffConnection(aio_pika.RobustConnection):
 
 
 async def connect(
-    url: str, *, shown_as: str, tries: int, wait_s: float, name: str
+    url: str,
+    *,
+    shown_as: str,
+    tries: int,
+    wait_s: float,
+    name: str,
+    stop: asyncio.Event | None = None,
 ) -> AbstractRobustConnection:
     """A robust connection to ``url``; BrokerUnavailable after ``tries`` failures.
 
-    ``shown_as`` is the URL without its password: the only form logged.
+    ``shown_as`` is the URL without its password: the only form logged. Once
+    ``stop`` is set, a try in progress and the waits between tries end at
+    once with ``StoppedConnecting``: a SIGTERM during an outage at start-up
+    was otherwise held until every try had failed (RETRY_NUMBER ×
+    RECONNECT_WAIT_TIME), or killed a worker, which had no handler yet.
     """
+    stop = stop if stop is not None else asyncio.Event()
     reason = ""
     for attempt in range(1, tries + 1):
         connection = _BackoffConnection(
@@ -83,17 +97,40 @@ async def connect(
         )
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                await connection.connect(timeout=CONNECT_TIMEOUT_S)
-            return connection
+                if await _first_of(connection.connect(timeout=CONNECT_TIMEOUT_S), stop):
+                    return connection
         except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
             reason = describe(exc)
         await _close_quietly(connection)
+        if stop.is_set():
+            raise StoppedConnecting(f"stopped while connecting to RabbitMQ at {shown_as}")
         log.warning(
             "RabbitMQ at %s unreachable (try %d of %d): %s", shown_as, attempt, tries, reason
         )
         if attempt < tries:
-            await asyncio.sleep(wait_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
     raise BrokerUnavailable(f"RabbitMQ at {shown_as} unreachable after {tries} tries: {reason}")
+
+
+async def _first_of(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until done (True) or until ``stop`` is set (False: ``work`` cancelled)."""
+    if stop.is_set():
+        work.close()
+        return False
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # raises the connection's error
+    return True
 
 
 def describe(exc: BaseException) -> str:
