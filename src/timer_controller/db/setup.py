@@ -11,11 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from MySQLdb.constants import FIELD_TYPE
+from MySQLdb.converters import conversions
+from MySQLdb.times import DateTime_or_None
 from sqlalchemy import URL, Connection, Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
@@ -103,8 +107,27 @@ def make_engine(
         connect_args={
             **driver_timeouts(db_timeout_s),
             "init_command": "SET time_zone = '+00:00'",
+            "conv": CONVERSIONS,
         },
     )
+
+
+def datetime_or_none(text: str) -> datetime | date | None:
+    """MySQLdb's DATETIME reading, in C where it can be: 0.19 µs a value against 1.9.
+
+    A claim reads two DATETIMEs a row (``due_at`` and the server's now).
+    Anything ``fromisoformat`` does not take (a zero date such as
+    ``0000-00-00 00:00:00``, a date alone) gets the driver's own answer.
+    """
+    if len(text) > 10:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
+    found: datetime | date | None = DateTime_or_None(text)
+    return found
+
+
+#: The driver's conversions, but for DATETIME (``datetime_or_none``).
+CONVERSIONS: dict[Any, Any] = {**conversions, FIELD_TYPE.DATETIME: datetime_or_none}
 
 
 def wait_for_server(
