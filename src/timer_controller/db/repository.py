@@ -98,7 +98,7 @@ def _write_alone(conn: Connection, transition: Transition, owner: str | None) ->
 
 
 def read_claims(
-    rows: Sequence[Row[Any]], *, db_now: datetime, max_body_bytes: int
+    rows: Sequence[Any], *, db_now: datetime, max_body_bytes: int
 ) -> tuple[list[ClaimedTask], dict[int, str]]:
     """The tasks in a claim's rows, and why each row that cannot be one cannot."""
     tasks: list[ClaimedTask] = []
@@ -127,7 +127,7 @@ def read_claims(
     return tasks, poison
 
 
-def within_ahead_limit(rows: Sequence[Row[Any]], ahead_limit: int) -> Sequence[Row[Any]]:
+def within_ahead_limit(rows: list[Any], ahead_limit: int) -> list[Any]:
     """The rows due, and the first ``ahead_limit`` not yet due, in (due_at, id) order.
 
     The due rows come first, so this is a prefix. A row that cannot be read
@@ -142,7 +142,7 @@ def within_ahead_limit(rows: Sequence[Row[Any]], ahead_limit: int) -> Sequence[R
     return rows[: due + ahead_limit]
 
 
-def unclaimable(row: Row[Any], *, max_body_bytes: int) -> str | None:
+def unclaimable(row: Any, *, max_body_bytes: int) -> str | None:
     """Why a selected row cannot be delivered, or None."""
     if not isinstance(row.due_at, datetime):
         # The driver reads a zero or invalid DATETIME back as None.
@@ -210,10 +210,10 @@ class TaskRepository:
                 select = self._claim_sql.select(
                     limit=limit, lookahead_s=lookahead_s, skip_prefixes=skip, resume=bool(after)
                 )
-                rows = select.run(conn, values=after).all()
+                rows = select.fetch(conn, values=after)
                 if rows and skip:
                     claim = self._claim_sql.rows(lookahead_s=lookahead_s)
-                    rows = claim.run(conn, ids=[r.id for r in rows]).all()
+                    rows = claim.fetch(conn, ids=[r.id for r in rows])
                 selected_at = time.monotonic()
                 selected = len(rows)
                 if rows and ahead_limit is not None:
@@ -271,7 +271,7 @@ class TaskRepository:
         if not tasks:
             return tasks
         try:
-            self._claim_sql.update(owner=owner, lease_s=lease_s).run(
+            self._claim_sql.update(owner=owner, lease_s=lease_s).execute(
                 conn, ids=[t.id for t in tasks]
             )
             return tasks
