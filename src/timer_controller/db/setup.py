@@ -119,7 +119,7 @@ def datetime_or_none(text: str) -> datetime | date | None:
     Anything ``fromisoformat`` does not take (a zero date such as
     ``0000-00-00 00:00:00``, a date alone) gets the driver's own answer.
     """
-    if len(text) > 10:
+    if 10 < len(text) <= 26:  # more than six digits of a second: the driver's None
         with contextlib.suppress(ValueError):
             return datetime.fromisoformat(text)
     found: datetime | date | None = DateTime_or_None(text)
