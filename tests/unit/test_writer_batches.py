@@ -8,7 +8,7 @@ up to ``acked_linger_s`` for a full batch, since their queue holds them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests.unit.test_controller_loop import _run, _until
@@ -51,65 +51,52 @@ async def _ack() -> None:
     return None
 
 
-def test_acked_outcomes_arriving_slower_than_the_flush_interval_fill_one_write() -> None:
+Feed = Callable[[OutcomeWriter], Awaitable[None]]
+
+
+def _writes(*, batch: int, acked_linger_s: float, feed: Feed) -> list[list[int]]:
+    """Run the writer while ``feed`` adds outcomes; the task ids of each write, once one is made."""
     store = BatchStore()
-    writer = _writer(store, batch=5, acked_linger_s=FOREVER_S)
+    writer = _writer(store, batch=batch, acked_linger_s=acked_linger_s)
 
     async def scenario() -> None:
         running = asyncio.create_task(writer.run())
+        await feed(writer)
+        await _until(lambda: bool(store.writes), "a write")
+        writer.close()
+        await running
+
+    _run(scenario)
+    return store.writes
+
+
+def test_acked_outcomes_arriving_slower_than_the_flush_interval_fill_one_write() -> None:
+    async def feed(writer: OutcomeWriter) -> None:
         for task_id in range(1, 6):
             writer.add(_done(task_id), on_commit=_ack)
             await asyncio.sleep(3 * INTERVAL_S)  # outcome messages come apart
-        await _until(lambda: bool(store.writes), "the batch to be written")
-        writer.close()
-        await running
 
-    _run(scenario)
-    assert store.writes == [[1, 2, 3, 4, 5]]
+    assert _writes(batch=5, acked_linger_s=FOREVER_S, feed=feed) == [[1, 2, 3, 4, 5]]
 
 
 def test_outcomes_fired_here_are_written_after_the_flush_interval_as_before() -> None:
-    store = BatchStore()
-    writer = _writer(store, batch=5, acked_linger_s=FOREVER_S)
-
-    async def scenario() -> None:
-        running = asyncio.create_task(writer.run())
+    async def feed(writer: OutcomeWriter) -> None:
         writer.add(_done(1))
-        await _until(lambda: bool(store.writes), "the outcome to be written")
-        writer.close()
-        await running
 
-    _run(scenario)
-    assert store.writes == [[1]]
+    assert _writes(batch=5, acked_linger_s=FOREVER_S, feed=feed) == [[1]]
 
 
 def test_a_lone_acked_outcome_is_written_once_the_linger_is_over() -> None:
-    store = BatchStore()
-    writer = _writer(store, batch=500, acked_linger_s=5 * INTERVAL_S)
-
-    async def scenario() -> None:
-        running = asyncio.create_task(writer.run())
+    async def feed(writer: OutcomeWriter) -> None:
         writer.add(_done(1), on_commit=_ack)
-        await _until(lambda: bool(store.writes), "the outcome to be written")
-        writer.close()
-        await running
 
-    _run(scenario)
-    assert store.writes == [[1]]
+    assert _writes(batch=500, acked_linger_s=5 * INTERVAL_S, feed=feed) == [[1]]
 
 
 def test_an_outcome_fired_here_joining_acked_ones_is_not_held_by_their_linger() -> None:
-    store = BatchStore()
-    writer = _writer(store, batch=500, acked_linger_s=FOREVER_S)
-
-    async def scenario() -> None:
-        running = asyncio.create_task(writer.run())
+    async def feed(writer: OutcomeWriter) -> None:
         writer.add(_done(1), on_commit=_ack)
         await asyncio.sleep(2 * INTERVAL_S)
         writer.add(_done(2))
-        await _until(lambda: bool(store.writes), "the batch to be written")
-        writer.close()
-        await running
 
-    _run(scenario)
-    assert store.writes == [[1, 2]]
+    assert _writes(batch=500, acked_linger_s=FOREVER_S, feed=feed) == [[1, 2]]
