@@ -127,7 +127,10 @@ def driver_cursor(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterat
                 hook(conn, cursor, sql, params, None, False)
         yield cursor
     finally:
-        cursor.close()
+        # Closing reads what is left of the results: on a lost connection that
+        # fails too, and the error that matters is the one already raised.
+        with contextlib.suppress(conn.dialect.loaded_dbapi.Error):
+            cursor.close()
 
 
 @functools.cache
