@@ -82,11 +82,24 @@ class FakeStore:
         self.limits.append(limit)
         if self.claim_error is not None and not self.due:
             raise self.claim_error
-        eligible = [t for t in self.due if url_prefix(t.url) not in skip_prefixes][:limit]
-        eligible = within(eligible, ahead_limit, lambda t: t.delay_s > 0)
+        now = time.monotonic()
+        eligible = self._eligible(now, lookahead_s=lookahead_s, skip_prefixes=skip_prefixes)
+        eligible = within(eligible[:limit], ahead_limit, lambda t: self._delay_s(t, now) > 0)
         self.due = [t for t in self.due if t not in eligible]
-        self.out.update((t.id, t) for t in eligible)
-        return ClaimBatch(tasks=eligible, selected_at=time.monotonic())
+        tasks = [self._claimed(t, now) for t in eligible]
+        self.out.update((t.id, t) for t in tasks)
+        return ClaimBatch(tasks=tasks, selected_at=now)
+
+    def _eligible(
+        self, now: float, *, lookahead_s: float, skip_prefixes: Collection[str]
+    ) -> list[ClaimedTask]:
+        return [t for t in self.due if url_prefix(t.url) not in skip_prefixes]
+
+    def _delay_s(self, task: ClaimedTask, now: float) -> float:
+        return task.delay_s
+
+    def _claimed(self, task: ClaimedTask, now: float) -> ClaimedTask:
+        return task
 
     async def renew(self, *, owner: str, task_ids: Collection[int], lease_s: float) -> int:
         self.renewed.append(sorted(task_ids))
@@ -358,34 +371,23 @@ class WindowStore(FakeStore):
 
     due_at_s: dict[int, float] = field(default_factory=dict)
 
-    async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        lease_s: float,
-        lookahead_s: float,
-        skip_prefixes: Collection[str] = (),
-        ahead_limit: int | None = None,
-    ) -> ClaimBatch:
-        self.limits.append(limit)
-        now = time.monotonic()
-        eligible = [t for t in self.due if self.due_at_s[t.id] <= now + lookahead_s][:limit]
-        eligible = within(eligible, ahead_limit, lambda t: self.due_at_s[t.id] > now)
-        self.due = [t for t in self.due if t not in eligible]
-        tasks = [
-            ClaimedTask(
-                id=t.id,
-                url=t.url,
-                due_at=t.due_at,
-                attempt=t.attempt,
-                max_attempts=t.max_attempts,
-                delay_s=max(0.0, self.due_at_s[t.id] - now),
-            )
-            for t in eligible
-        ]
-        self.out.update((t.id, t) for t in tasks)
-        return ClaimBatch(tasks=tasks, selected_at=now)
+    def _eligible(
+        self, now: float, *, lookahead_s: float, skip_prefixes: Collection[str]
+    ) -> list[ClaimedTask]:
+        return [t for t in self.due if self.due_at_s[t.id] <= now + lookahead_s]
+
+    def _delay_s(self, task: ClaimedTask, now: float) -> float:
+        return max(0.0, self.due_at_s[task.id] - now)
+
+    def _claimed(self, task: ClaimedTask, now: float) -> ClaimedTask:
+        return ClaimedTask(
+            id=task.id,
+            url=task.url,
+            due_at=task.due_at,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+            delay_s=self._delay_s(task, now),
+        )
 
 
 def test_a_window_fuller_than_the_look_ahead_room_is_claimed_as_room_frees() -> None:
