@@ -48,8 +48,8 @@ C = TypeVar("C")
 # Outcomes per write: enough to amortise a transaction, small enough that
 # one UPDATE's id list stays short.
 FLUSH_BATCH = 500
-#: DISPATCH=amqp: how long a batch of workers' outcomes may wait to fill while
-#: more keep coming (``OutcomeWriter``); their queue holds them meanwhile.
+#: DISPATCH=amqp: how long a batch of workers' outcomes may wait to fill
+#: (``OutcomeWriter``); their queue holds them meanwhile.
 ACKED_LINGER_S = 0.25
 #: Seconds a thread holding the interpreter keeps it while another waits (see run_controller).
 SWITCH_INTERVAL_S = 0.0005

@@ -46,7 +46,7 @@ class OutcomeWriter:
         self._store = store
         self._owner = owner
         self._interval_s = flush_interval_s
-        #: How long a batch of acked outcomes may wait while more keep arriving.
+        #: How long a batch of acked outcomes only may wait to fill (``_gather``).
         self._acked_linger_s = max(flush_interval_s, acked_linger_s or 0.0)
         self._batch = flush_batch
         self._retry_number = retry_number
