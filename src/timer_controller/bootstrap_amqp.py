@@ -11,13 +11,10 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 import time
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
 
-from timer_controller.bootstrap import from_settings, make_dispatcher
+from timer_controller.bootstrap import from_settings, make_dispatcher, run_on_uvloop
 from timer_controller.broker.client import BrokerClient
 from timer_controller.broker.connection import connect
 from timer_controller.broker.links import ControllerLink, WorkerLink
@@ -43,21 +40,6 @@ def utc_now() -> datetime:
 def run_worker(settings: WorkerSettings) -> int:
     """The process exit code: 0 after a graceful stop; BrokerUnavailable propagates."""
     return run_on_uvloop(serve_worker(settings))
-
-
-def run_on_uvloop(main: Coroutine[Any, Any, int]) -> int:
-    """``asyncio.run`` on uvloop where it is installed.
-
-    Each timer costs several broker frames in each process, and most of a
-    worker's CPU went to the default loop's socket writes; uvloop's are
-    cheaper (docs/amqp.md, "Speed"). Direct mode keeps the default loop.
-    """
-    if sys.platform == "win32":  # uvloop is not installed there
-        return asyncio.run(main)
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def open_broker(

@@ -1,4 +1,4 @@
-"""DISPATCH=amqp processes run on uvloop (direct mode keeps asyncio's loop), never early."""
+"""Controllers and workers run on uvloop, and what must not start early never does."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import uvloop
 
-from timer_controller.bootstrap_amqp import run_on_uvloop
+from timer_controller.bootstrap import run_on_uvloop
 from timer_controller.runtime.waits import not_before
 
 

@@ -25,7 +25,7 @@ from timer_controller.runtime.destinations import DestinationSlots, hand_back_ov
 from timer_controller.runtime.leases import LeaseKeeper
 from timer_controller.runtime.outcomes import report
 from timer_controller.runtime.ports import ClaimStore, DbClock, Sender
-from timer_controller.runtime.waits import set_when_done, short_ids, wait_any
+from timer_controller.runtime.waits import not_before, set_when_done, short_ids, wait_any
 from timer_controller.runtime.writer import OnCommit, OutcomeWriter
 
 log = logging.getLogger(__name__)
@@ -344,11 +344,8 @@ class Controller:
 
     async def _deliver(self, slot: _Slot, fire_at: float) -> None:
         try:
-            # asyncio timers run no earlier than their deadline (less the clock's
-            # nanosecond resolution), finer than the database's microseconds.
-            wait_s = fire_at - time.monotonic()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
+            # Never before its time, on uvloop's millisecond timers too.
+            await not_before(fire_at)
             if slot.task.delay_s > 0 and not self._destinations.take(slot.task):
                 # Claimed ahead, due now, its destination full: back to waiting.
                 await self._defer([slot.task])
