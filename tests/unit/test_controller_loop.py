@@ -4,6 +4,7 @@ no thread pool, no network. Each test drives the real ``Controller.run``."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -380,14 +381,7 @@ class WindowStore(FakeStore):
         return max(0.0, self.due_at_s[task.id] - now)
 
     def _claimed(self, task: ClaimedTask, now: float) -> ClaimedTask:
-        return ClaimedTask(
-            id=task.id,
-            url=task.url,
-            due_at=task.due_at,
-            attempt=task.attempt,
-            max_attempts=task.max_attempts,
-            delay_s=self._delay_s(task, now),
-        )
+        return dataclasses.replace(task, delay_s=self._delay_s(task, now))
 
 
 def test_a_window_fuller_than_the_look_ahead_room_is_claimed_as_room_frees() -> None:
