@@ -37,7 +37,7 @@ async def not_before(moment: float) -> None:
     uvloop's timers count whole milliseconds from a cached clock (a sleep
     under half a millisecond does not wait at all), so they may wake up to
     about a millisecond early; asyncio's own never do. Checking again keeps
-    a hand-off from going out before its due time on either loop.
+    a request or a hand-off from going out before its due time on either loop.
     """
     while (left_s := moment - time.monotonic()) > 0:  # noqa: ASYNC110 - a clock, no event
         await asyncio.sleep(left_s + 0.0005)
