@@ -240,7 +240,7 @@ NOT_KEPT = [
         "traced per claim, burst of 20,000, defaults-info, two alternating pairs on the "
         "Intel machine: the loop's gap between an answer and the next claim fell from "
         "1.84 to 0.25 ms (p50), and the claim's time on its thread rose from 2.67 to "
-        "4.60 ms by as much: the claim now overlaps the loop's work on the tasks just "
+        "4.60 ms, by more: the claim now overlaps the loop's work on the tasks just "
         "claimed, and waits for the same two cores. One claim every 5.88 / 6.01 ms "
         "against 5.90 / 6.02 ms; pod CPU 0.55 against 0.50 s per 1k. Four more pairs: "
         "0.38 / 0.49 / 0.46 / 0.47× raw against 0.57 / 0.46 / 0.50 / 0.47×. Not kept",
@@ -249,12 +249,12 @@ NOT_KEPT = [
         "Two, three or four claims in flight at once, on as many claims threads, while "
         "claims come back full of due rows (the extra ones take due rows only, so the "
         "look-ahead room is unchanged)",
-        "burst of 20,000, defaults-info, alternating in one sitting: two at once 0.51 / "
-        "0.55 / 0.46 / 0.49 / 0.53× raw against 0.49 / 0.56 / 0.43 / 0.49 / 0.42× for "
-        "one; three 0.42 / 0.44×, four 0.33 / 0.34×, database CPU 0.30 and 0.40 s per 1k "
-        "against 0.22: the claims walk past each other's locked rows and contend for "
-        "the same index pages. Two was within the noise, for a second claims "
-        "connection and a shutdown that must wait for every claim in flight. Not kept",
+        "burst of 20,000, defaults-info, alternating in one sitting: two at once 0.51 / 0.55 / "
+        "0.46 / 0.49 / 0.53× raw against 0.49 / 0.56 / 0.43 / 0.49 / 0.42× for one; three 0.42 / "
+        "0.44×, four 0.33 / 0.34×, database CPU 0.30 and 0.40 s per 1k against 0.22: each claim "
+        "added cost the database more per timer (claims skipping each other's locked rows, most "
+        "likely; not traced). Two was within the noise, for a second claims connection and a "
+        "shutdown that must wait for every claim in flight. Not kept",
     ),
     (
         "The claim on the loop's own thread, no thread hop: a prototype sending the "
@@ -272,7 +272,7 @@ NOT_KEPT = [
         "`sys.setswitchinterval` at 0.1 or 0.2 ms instead of 0.5 ms",
         "traced per claim, two alternating pairs: a claim's wait for its thread 1.23 / "
         "0.83 ms at 0.5 against 1.09 / 1.11 ms at 0.1, its time on the thread 2.48 / "
-        "3.82 against 2.50 / 2.78 ms: the waits are for a core, not for the GIL "
+        "3.82 against 2.50 / 2.78 ms: so the waits are not for the GIL "
         "(py-spy --gil: the GIL is held 48% of the time during a burst). Not kept",
     ),
 ]
@@ -280,27 +280,25 @@ NOT_KEPT = [
 
 #: Why targets 1 and 3b are still missed: where the defaults' time goes (issue 12's last stop).
 WHERE_TIME_GOES = (
-    "Where the time goes at the shipped defaults (burst of 20,000, INFO, CPU per thread "
-    "from /proc, one pod, s per 1k timers): the loop's thread 0.39–0.41, the claims "
-    "thread 0.06 (0.10 before the driver-cursor step above: 1.0 ms a claim of 10), the "
-    "writes thread 0.015; sized (500/500) the loop thread takes 0.41, claims 0.03, "
-    "writes 0.008. The loop thread (py-spy, GIL held): aiohttp's request 20%, request "
-    "building and dispatch 8%, `report()` 10% (the INFO line 4.3%, Prometheus 5%), claim "
-    "handling 10%, the rest spread thin. Throughput at the defaults is the serial claim "
-    "chain, not the GIL: py-spy --gil finds it held 48% of a burst, and 4–7 of the 100 "
-    "slots are held on average. Traced claim by claim (issue 12's last stop, Intel "
-    "machine), one claim of 10 every 5.8–6.0 ms: 1.1–1.2 ms from the loop's call to "
-    "the claims thread running (the thread waits for a core: the switch interval "
-    "changes nothing), 2.5–2.7 ms on the thread (three round trips; server time 1.85 ms: "
-    "SELECT 0.60, UPDATE 0.63, COMMIT 0.62, the COMMIT's redo-log flush 0.6 ms of it "
-    "on an idle server), 0.13 ms back to the loop, and 1.8 ms of loop turns before the "
-    "next claim. Taking those turns away (above) moved the time into the claim, since "
-    "the loop's work on the tasks just claimed and the claim then want the two cores at "
-    "once; running claims side by side made the database's work per claim grow. Nor "
-    "did a claim on the loop itself, without the thread hop (above). What is left is "
-    "the cost of a 10-row claim's three round trips between processes on two busy "
-    "cores, ten rows at a time where raw claims 500. Raw's whole pod (0.21–0.33 s per "
-    "1k with 500-row claims) costs less than our loop thread alone"
+    "Where the time goes at the shipped defaults (burst of 20,000, INFO, CPU per thread from "
+    "/proc, one pod, s per 1k timers): the loop's thread 0.39–0.41, the claims thread 0.06 (0.10 "
+    "before the driver-cursor step above: 1.0 ms a claim of 10), the writes thread 0.015; sized "
+    "(500/500) the loop thread takes 0.41, claims 0.03, writes 0.008. The loop thread (py-spy, "
+    "GIL held): aiohttp's request 20%, request building and dispatch 8%, `report()` 10% (the INFO "
+    "line 4.3%, Prometheus 5%), claim handling 10%, the rest spread thin. Throughput at the "
+    "defaults is the serial claim chain, not the GIL: py-spy --gil finds it held 48% of a burst, "
+    "and 4–7 of the 100 slots are held on average. Traced claim by claim (issue 12's last stop, "
+    "Intel machine), one claim of 10 every 5.8–6.0 ms: 1.1–1.2 ms from the loop's call to the "
+    "claims thread running (not a wait for the GIL, since the switch interval changes nothing: "
+    "most likely for a core), 2.5–2.7 ms on the thread (three round trips; server time 1.85 ms: "
+    "SELECT 0.60, UPDATE 0.63, COMMIT 0.62, the COMMIT's redo-log flush 0.6 ms of it on an idle "
+    "server), 0.13 ms back to the loop, and 1.8 ms of loop turns before the next claim. Taking "
+    "those turns away (above) moved the time into the claim, since the loop's work on the tasks "
+    "just claimed and the claim then want the two cores at once; running claims side by side made "
+    "the database's work per claim grow. Nor did a claim on the loop itself, without the thread "
+    "hop (above). What is left is the cost of a 10-row claim's three round trips between "
+    "processes on two busy cores, ten rows at a time where raw claims 500. Raw's whole pod "
+    "(0.21–0.33 s per 1k with 500-row claims) costs less than our loop thread alone"
 )
 
 
